@@ -1,0 +1,127 @@
+"""COMMIT non-autoregressive decoding (spec section 7) as one visible loop.
+
+Shapes: B batch, N video tokens, K codebook size, L = N + 2 sequence length.
+
+Start from the multivariate mask: condition-region positions hold condition tokens (segment 1),
+the others [MASK]. Each step samples every undecided position, scores it by its log-probability
+plus annealed Gumbel noise, and re-masks the lowest-scoring ones according to the cosine schedule,
+refilling condition-region positions with condition tokens. The last step decides everything, so
+condition tokens are refined, not copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.config import Vocabulary
+from models.kernels.sampling import fused_sampling_step, gumbel_noise, remask_lowest
+from models.schedule import MaskSchedule
+from models.sequence import NUM_PREFIX_TOKENS, build_sequence, class_tokens
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    steps: int = 12
+    temperature: float = 1.0
+    # 4.5 is the official UCF-101 class-conditional setting (BAIR frame prediction uses 400).
+    choice_temperature: float = 4.5
+    top_k: int | None = None
+    # Classifier-free guidance weight w: logits_u + w * (logits_c - logits_u); 0 disables it.
+    guidance_scale: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError("steps must be at least 1")
+        if self.temperature < 0 or self.choice_temperature < 0:
+            raise ValueError("temperatures must be non-negative")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError("top_k must be at least 1")
+
+
+@dataclass
+class StepInfo:
+    step: int  # completed steps, 1..num_steps
+    num_steps: int
+    tokens: torch.Tensor  # [B, N] current ids; mask id (or a condition token) where undecided
+    undecided: torch.Tensor  # [B, N] bool
+
+
+ProgressFn = Callable[[StepInfo], None]
+
+
+def _noise(generators: Sequence[torch.Generator], shape: tuple[int, ...], device) -> torch.Tensor:
+    """Per-element noise so that a request's sample does not depend on its batch mates."""
+    return torch.stack([gumbel_noise(shape, g, "cpu") for g in generators]).to(device)
+
+
+def _codebook_logits(
+    transformer: nn.Module, ids: torch.Tensor, segments: torch.Tensor, k: int
+) -> torch.Tensor:
+    logits = transformer(ids, segments)  # [B, L, V]
+    return logits[:, NUM_PREFIX_TOKENS:, :k].float()  # only codebook tokens are ever sampled
+
+
+@torch.no_grad()
+def decode(
+    transformer: nn.Module,
+    vocab: Vocabulary,
+    task_index: int,
+    class_ids: Sequence[int | None],
+    cond_tokens: torch.Tensor,
+    cond_mask: torch.Tensor,
+    seeds: Sequence[int],
+    options: DecodeOptions = DecodeOptions(),
+    progress: ProgressFn | None = None,
+    schedule: MaskSchedule = MaskSchedule(),
+) -> torch.Tensor:
+    """Generate video tokens [B, N] given condition tokens [B, N] and the condition region
+    `cond_mask` [B, N] (True = condition). One seed per batch element."""
+    b, n = cond_tokens.shape
+    k = vocab.codebook_size
+    device = cond_tokens.device
+    if len(seeds) != b or len(class_ids) != b:
+        raise ValueError("need one seed and one class id per batch element")
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    cond_mask = cond_mask.to(device).expand(b, n)
+    masked_fill = torch.where(cond_mask, cond_tokens, torch.full_like(cond_tokens, vocab.mask_id))
+    cls = class_tokens(vocab, class_ids, device)
+    uncond = class_tokens(vocab, [None] * b, device)
+    guided = options.guidance_scale != 0 and any(c is not None for c in class_ids)
+
+    tokens = masked_fill
+    undecided = torch.ones(b, n, dtype=torch.bool, device=device)
+    for step in range(options.steps):
+        segments = (undecided & cond_mask).long()
+        ids, segs = build_sequence(vocab, task_index, cls, tokens, segments)
+        logits = _codebook_logits(transformer, ids, segs, k)  # [B, N, K]
+        if guided:
+            ids_u, _ = build_sequence(vocab, task_index, uncond, tokens, segments)
+            logits_u = _codebook_logits(transformer, ids_u, segs, k)
+            logits = logits_u + options.guidance_scale * (logits - logits_u)
+        if options.top_k is not None and options.top_k < k:
+            kth = logits.topk(options.top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+
+        annealed = options.choice_temperature * (1.0 - (step + 1) / options.steps)
+        sampled, _, score = fused_sampling_step(
+            logits.reshape(b * n, k),
+            tokens.reshape(b * n),
+            (~undecided).reshape(b * n),
+            temperature=options.temperature,
+            choice_temperature=annealed,
+            gumbel_sample=_noise(generators, (n, k), device).reshape(b * n, k),
+            gumbel_choice=_noise(generators, (n,), device).reshape(b * n),
+        )
+        sampled, score = sampled.view(b, n), score.view(b, n)
+
+        num_remask = schedule.num_to_remask(step, options.steps, n, undecided.sum(1))
+        remask = remask_lowest(score, num_remask)  # [B, N]
+        tokens = torch.where(remask, masked_fill, sampled)
+        undecided = remask
+        if progress is not None:
+            progress(StepInfo(step + 1, options.steps, tokens, undecided))
+    return tokens

@@ -1,0 +1,198 @@
+"""Task + video (+ class) -> generated video: the one object the CLI and the server use.
+
+Shapes: B batch, C = 3 channels, T frames, H, W pixels; t, h, w tokens; N = t * h * w.
+Videos are float [B, C, T, H, W] in [0, 1]; user frames are uint8 [T, H, W, C].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.checkpoint import default_checkpoint_dir, load_checkpoint
+from models.config import ModelConfig, get_config
+from models.decoding import DecodeOptions, ProgressFn, StepInfo, decode
+from models.tasks import Task, get_task
+from models.tokenizer import VQTokenizer
+from models.transformer import BidirectionalTransformer
+
+__all__ = ["DecodeOptions", "InvalidInput", "MagvitPipeline", "StepInfo"]
+
+
+class InvalidInput(ValueError):
+    """A request that cannot be served as asked: unknown task, too few frames, bad class id."""
+
+
+def build_tokenizer(config: ModelConfig) -> VQTokenizer:
+    return VQTokenizer(config.tokenizer)
+
+
+def build_transformer(config: ModelConfig) -> BidirectionalTransformer:
+    return BidirectionalTransformer(
+        config.transformer, vocab_size=config.vocab.size, max_positions=config.sequence_length
+    )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def fit_clip(frames: np.ndarray | torch.Tensor, video_shape: tuple[int, int, int]) -> torch.Tensor:
+    """uint8 frames [T, H, W, 3] -> float [3, T', H', W'] in [0, 1] for `video_shape`: the first
+    T' frames (the last one repeated if there are fewer), the shorter side resized and the rest
+    centre-cropped."""
+    t_model, h_model, w_model = video_shape
+    frames = torch.as_tensor(np.asarray(frames))
+    clip = frames[:t_model].permute(0, 3, 1, 2).float() / 255.0  # [T, C, H, W]
+    _, _, h, w = clip.shape
+    scale = max(h_model / h, w_model / w)
+    size = (max(h_model, round(h * scale)), max(w_model, round(w * scale)))
+    clip = F.interpolate(clip, size=size, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (size[0] - h_model) // 2, (size[1] - w_model) // 2
+    clip = clip[:, :, top : top + h_model, left : left + w_model]
+    if clip.shape[0] < t_model:
+        clip = torch.cat([clip, clip[-1:].expand(t_model - clip.shape[0], -1, -1, -1)])
+    return clip.permute(1, 0, 2, 3).clamp(0, 1).contiguous()  # [C, T, H, W]
+
+
+class MagvitPipeline:
+    def __init__(
+        self,
+        config: ModelConfig,
+        tokenizer: VQTokenizer,
+        transformer: BidirectionalTransformer,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(device)
+        # Half precision on CUDA by default; CPU stays in fp32 (fp16 matmuls are slow there).
+        if dtype is None:
+            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.dtype = dtype
+        self.tokenizer = tokenizer.to(self.device, dtype).eval()
+        self.transformer = transformer.to(self.device, dtype).eval()
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path | None = None, device: str | torch.device = "cpu", dtype=None
+    ) -> MagvitPipeline:
+        ckpt = load_checkpoint(path or default_checkpoint_dir(), require_transformer=True)
+        tokenizer = build_tokenizer(ckpt.config)
+        transformer = build_transformer(ckpt.config)
+        tokenizer.load_state_dict({k: v.float() for k, v in ckpt.tokenizer_state.items()})
+        transformer.load_state_dict({k: v.float() for k, v in ckpt.transformer_state.items()})
+        return cls(ckpt.config, tokenizer, transformer, device, dtype)
+
+    @classmethod
+    def random_init(
+        cls, config: str | ModelConfig, device: str | torch.device = "cpu", seed: int = 0
+    ) -> MagvitPipeline:
+        config = get_config(config) if isinstance(config, str) else config
+        torch.manual_seed(seed)
+        return cls(config, build_tokenizer(config), build_transformer(config), device)
+
+    # ----------------------------------------------------------------------------------- inputs
+    def task(self, code: str) -> Task:
+        try:
+            task = get_task(code)
+        except KeyError as err:
+            raise InvalidInput(str(err.args[0])) from None
+        if task.code not in self.config.tasks:
+            raise InvalidInput(f"this model was not trained for task {task.code!r}")
+        return task
+
+    def required_frames(self, code: str) -> int:
+        return self.task(code).num_input_frames(self.config.num_frames, self.config.cond_frames)
+
+    def prepare_video(self, frames: np.ndarray | torch.Tensor, code: str) -> torch.Tensor:
+        """User frames uint8 [T, H, W, 3] -> the model's clip [3, T, H, W] in [0, 1]: the first
+        frames, the shorter side resized to the model's and the rest centre-cropped. A clip that
+        is shorter than the model but long enough for the task is padded with its last frame."""
+        frames = torch.as_tensor(np.asarray(frames))
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise InvalidInput(f"expected frames [T, H, W, 3], got {tuple(frames.shape)}")
+        needed = self.required_frames(code)
+        if frames.shape[0] < max(needed, 1):
+            raise InvalidInput(
+                f"task {code!r} needs at least {max(needed, 1)} frames; the video has "
+                f"{frames.shape[0]}"
+            )
+        return fit_clip(frames, self.config.video_shape)
+
+    def _class_ids(self, task: Task, class_ids, batch: int) -> list[int | None]:
+        class_ids = list(class_ids) if class_ids is not None else [None] * batch
+        if len(class_ids) != batch:
+            raise InvalidInput("need one class id per video")
+        for c in class_ids:
+            if task.needs_class and c is None:
+                raise InvalidInput(f"task {task.code!r} needs a class id")
+            if c is not None and not 0 <= int(c) < self.config.num_classes:
+                raise InvalidInput(f"class id {c} out of range [0, {self.config.num_classes - 1}]")
+        return [int(c) if (c is not None and task.needs_class) else None for c in class_ids]
+
+    # ------------------------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self,
+        code: str,
+        videos: torch.Tensor | None,
+        class_ids: Sequence[int | None] | None,
+        seeds: Sequence[int],
+        options: DecodeOptions = DecodeOptions(),
+        progress: ProgressFn | None = None,
+        paste_condition: bool = True,
+    ) -> torch.Tensor:
+        """Run a task on a batch; returns videos [B, 3, T, H, W] in [0, 1] (float32, on CPU)."""
+        task = self.task(code)
+        cfg = self.config
+        batch = len(seeds)
+        t, h, w = cfg.video_shape
+        if videos is None:
+            if task.needs_video:
+                raise InvalidInput(f"task {task.code!r} needs a video")
+            videos = torch.zeros(batch, 3, t, h, w)
+        if tuple(videos.shape) != (batch, 3, t, h, w):
+            raise InvalidInput(f"expected videos of shape {(batch, 3, t, h, w)}")
+        classes = self._class_ids(task, class_ids, batch)
+        videos = videos.to(self.device, self.dtype)
+
+        cond_video = task.condition_video(videos, cfg.cond_frames)
+        cond_tokens = self.tokenizer.encode(cond_video).flatten(1)  # [B, N]
+        lt, lh, lw = cfg.token_shape
+        cond_mask = task.token_mask(lt, lh, lw, cfg.cond_latent_frames).flatten()  # [N]
+        tokens = decode(
+            self.transformer,
+            cfg.vocab,
+            task.index,
+            classes,
+            cond_tokens,
+            cond_mask[None].expand(batch, -1).to(self.device),
+            seeds,
+            options,
+            progress,
+        )
+        out = self.decode_tokens(tokens.view(batch, lt, lh, lw))
+        if paste_condition and task.needs_video:
+            pixel_mask = task.pixel_mask(t, h, w, cfg.cond_frames).to(out.device)  # [T, H, W]
+            out = torch.where(pixel_mask, videos.float().cpu(), out)
+        return out
+
+    @torch.no_grad()
+    def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids [B, t, h, w] -> videos [B, 3, T, H, W] in [0, 1]; ids outside the codebook
+        (still-masked positions during decoding) are shown as code 0."""
+        k = self.config.tokenizer.codebook_size
+        tokens = torch.where(tokens < k, tokens, torch.zeros_like(tokens)).to(self.device)
+        return self.tokenizer.decode(tokens).float().clamp(0, 1).cpu()
+
+    @staticmethod
+    def video_to_uint8(video: torch.Tensor) -> np.ndarray:
+        """[B, 3, T, H, W] in [0, 1] -> uint8 [B, T, H, W, 3]."""
+        return (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()

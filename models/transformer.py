@@ -1,0 +1,106 @@
+"""The bidirectional transformer: a post-LN BERT (spec section 4).
+
+Shapes: B batch, L sequence, D hidden width, H heads, Dh = D / H head dim, V vocabulary.
+
+embeddings (token + position + segment) -> LayerNorm -> dropout
+-> layers of [self-attention -> add & LN -> MLP (GELU) -> add & LN]
+-> MLM head (dense, GELU, LN) -> logits = x @ token_embedding^T + bias (the head is tied).
+LayerNorm eps 1e-12 and GELU in its tanh approximation, as in the official code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.config import TransformerConfig
+from models.kernels import masked_attention
+
+
+def _gelu(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        if cfg.hidden_dim % cfg.num_heads:
+            raise ValueError("hidden_dim must be a multiple of num_heads")
+        self.num_heads = cfg.num_heads
+        self.query = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
+        self.key = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
+        self.value = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
+        self.out = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        b, l, d = x.shape
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, l, self.num_heads, d // self.num_heads).transpose(1, 2)  # [B,H,L,Dh]
+
+        y = masked_attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)),
+                             key_padding_mask)  # fmt: skip
+        return self.out(y.transpose(1, 2).reshape(b, l, d))
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.attention = SelfAttention(cfg)
+        self.attention_ln = nn.LayerNorm(cfg.hidden_dim, eps=cfg.layer_norm_eps)
+        self.intermediate = nn.Linear(cfg.hidden_dim, cfg.mlp_dim)
+        self.output = nn.Linear(cfg.mlp_dim, cfg.hidden_dim)
+        self.output_ln = nn.LayerNorm(cfg.hidden_dim, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+        x = self.attention_ln(x + self.dropout(self.attention(x, key_padding_mask)))
+        h = self.output(_gelu(self.intermediate(x)))
+        return self.output_ln(x + self.dropout(h))
+
+
+class BidirectionalTransformer(nn.Module):
+    def __init__(
+        self, cfg: TransformerConfig, vocab_size: int, max_positions: int, num_segments: int = 2
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.hidden_dim
+        self.word_embeddings = nn.Embedding(vocab_size, d)
+        self.position_embeddings = nn.Embedding(max_positions, d)
+        self.segment_embeddings = nn.Embedding(num_segments, d)
+        self.embeddings_ln = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        self.mlm_dense = nn.Linear(d, d)
+        self.mlm_ln = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.mlm_bias = nn.Parameter(torch.zeros(vocab_size))
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        # BERT's truncated-normal(0.02) initialisation.
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.trunc_normal_(module.weight, std=0.02, a=-0.04, b=0.04)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        ids: torch.Tensor,
+        segment_ids: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """ids [B, L] -> logits [B, L, V]; key_padding_mask [B, L] bool, True = attend."""
+        b, l = ids.shape
+        pos = torch.arange(l, device=ids.device)
+        x = self.word_embeddings(ids) + self.position_embeddings(pos)[None]
+        if segment_ids is None:
+            segment_ids = torch.zeros_like(ids)
+        x = x + self.segment_embeddings(segment_ids)
+        x = self.dropout(self.embeddings_ln(x))
+        for layer in self.layers:
+            x = layer(x, key_padding_mask)
+        x = self.mlm_ln(_gelu(self.mlm_dense(x)))
+        return x @ self.word_embeddings.weight.t() + self.mlm_bias  # tied output head

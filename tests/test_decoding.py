@@ -1,0 +1,115 @@
+"""The COMMIT decoding loop, on a stand-in transformer so the loop is tested on its own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from models.config import Vocabulary
+from models.decoding import DecodeOptions, decode
+from models.schedule import MaskSchedule
+
+VOCAB = Vocabulary(codebook_size=16, num_classes=3, num_tasks=10)
+N = 24
+
+
+class TableTransformer(nn.Module):
+    """Logits that depend on every input id and segment (a bag of embeddings plus position),
+    so a wrong input changes the output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.tok = nn.Parameter(torch.randn(VOCAB.size, VOCAB.size, generator=g))
+        self.pos = nn.Parameter(torch.randn(N + 2, VOCAB.size, generator=g))
+        self.seg = nn.Parameter(torch.randn(2, VOCAB.size, generator=g))
+        self.calls: list[torch.Tensor] = []
+
+    def forward(self, ids, segments=None, key_padding_mask=None):
+        self.calls.append(ids.clone())
+        ctx = self.tok[ids].mean(1, keepdim=True)
+        return 3 * (self.tok[ids] + self.pos[None] + ctx + self.seg[segments])
+
+
+def _run(seeds, cond_mask=None, progress=None, options=DecodeOptions(), classes=None):
+    b = len(seeds)
+    cond_tokens = torch.arange(N).remainder(16).expand(b, N).clone()
+    if cond_mask is None:
+        cond_mask = torch.zeros(b, N, dtype=torch.bool)
+        cond_mask[:, :6] = True
+    model = TableTransformer()
+    out = decode(model, VOCAB, 0, classes or [None] * b, cond_tokens, cond_mask, seeds,
+                 options, progress)  # fmt: skip
+    return out, model
+
+
+def test_schedule_of_masked_counts_and_decided_positions_kept():
+    infos = []
+    out, model = _run([0, 1], progress=infos.append)
+    ratios = MaskSchedule().decoding_ratios(12)
+    assert len(infos) == 12 and len(model.calls) == 12
+    prev_tokens, prev_undecided = None, torch.ones(2, N, dtype=torch.bool)
+    for s, info in enumerate(infos):
+        want = 0 if s == 11 else max(1, min(int(ratios[s] * N), int(prev_undecided[0].sum()) - 1))
+        assert info.undecided.sum(1).tolist() == [want, want]
+        # A decided token never changes or returns to the mask.
+        decided = ~prev_undecided
+        if prev_tokens is not None:
+            assert torch.equal(info.tokens[decided], prev_tokens[decided])
+        assert not (info.undecided & decided).any()
+        # Undecided positions are refilled: condition tokens in the region, [MASK] elsewhere.
+        und = info.undecided
+        assert (info.tokens[:, 6:][und[:, 6:]] == VOCAB.mask_id).all()
+        assert torch.equal(info.tokens[:, :6][und[:, :6]],
+                           torch.arange(6).expand(2, 6)[und[:, :6]])  # fmt: skip
+        prev_tokens, prev_undecided = info.tokens, info.undecided
+    assert torch.equal(out, infos[-1].tokens)
+    assert (out < VOCAB.codebook_size).all()
+
+
+def test_first_step_input_is_the_multivariate_mask_with_segments():
+    _, model = _run([0])
+    first = model.calls[0][0]
+    assert first[0] == VOCAB.task_token(0) and first[1] == VOCAB.class_token(None)
+    assert torch.equal(first[2:8], torch.arange(6))
+    assert (first[8:] == VOCAB.mask_id).all()
+
+
+def test_same_seed_same_tokens_other_seed_other_tokens():
+    a, _ = _run([5])
+    b, _ = _run([5])
+    c, _ = _run([6])
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_batch_mates_do_not_change_a_sample():
+    alone, _ = _run([7])
+    together, _ = _run([3, 7, 9])
+    assert torch.equal(alone[0], together[1])
+
+
+def test_guidance_uses_unconditional_branch():
+    _, plain = _run([0], classes=[1])
+    _, guided = _run([0], classes=[1], options=DecodeOptions(guidance_scale=2.0))
+    assert len(plain.calls) == 12 and len(guided.calls) == 24
+    assert guided.calls[1][0, 1] == VOCAB.class_token(None)
+
+
+def test_top_k_one_without_choice_noise_is_greedy():
+    # top-1 sampling and no choice noise leave nothing to chance: the seed no longer matters.
+    greedy = DecodeOptions(top_k=1, choice_temperature=0.0)
+    a, _ = _run([0], options=greedy)
+    b, _ = _run([1], options=greedy)
+    assert torch.equal(a, b)
+    c, _ = _run([0], options=DecodeOptions(choice_temperature=0.0))
+    d, _ = _run([1], options=DecodeOptions(choice_temperature=0.0))
+    assert not torch.equal(c, d)
+
+
+def test_options_validate():
+    with pytest.raises(ValueError):
+        DecodeOptions(steps=0)
+    with pytest.raises(ValueError):
+        DecodeOptions(top_k=0)

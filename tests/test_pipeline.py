@@ -1,0 +1,76 @@
+"""The pipeline on the tiny preset: input preparation, all ten tasks, conditions kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.decoding import DecodeOptions
+from models.pipeline import InvalidInput, MagvitPipeline
+from models.tasks import TASK_CODES, get_task
+
+FAST = DecodeOptions(steps=3)
+
+
+@pytest.fixture(scope="module")
+def pipe() -> MagvitPipeline:
+    return MagvitPipeline.random_init("tiny", seed=0)
+
+
+def test_prepare_resizes_crops_and_takes_first_frames(pipe):
+    t, h, w = pipe.config.video_shape
+    frames = np.zeros((t + 5, 24, 48, 3), np.uint8)
+    frames[:, :, 12:36] = 255  # a white central band, 24 wide: survives the centre crop
+    frames[t:] = 128  # frames past the model's length must be ignored
+    clip = pipe.prepare_video(frames, "fp")
+    assert clip.shape == (3, t, h, w) and clip.dtype == torch.float32
+    assert clip.min() >= 0 and clip.max() <= 1
+    assert clip[:, :, :, 2:-2].min() > 0.99  # the crop keeps the centre of the wide frame
+
+
+def test_prepare_checks_frame_counts(pipe):
+    t, h, w = pipe.config.video_shape
+    short = np.full((pipe.config.cond_frames, h, w, 3), 200, np.uint8)
+    clip = pipe.prepare_video(short, "fp")  # enough for frame prediction: padded
+    assert clip.shape[1] == t
+    with pytest.raises(InvalidInput, match="needs at least"):
+        pipe.prepare_video(short, "opc")
+    with pytest.raises(InvalidInput, match="expected frames"):
+        pipe.prepare_video(np.zeros((t, h, w)), "opc")
+    with pytest.raises(InvalidInput, match="unknown task"):
+        pipe.prepare_video(short, "nope")
+
+
+@pytest.mark.parametrize("code", TASK_CODES)
+def test_every_task_generates_and_keeps_its_condition(pipe, code):
+    task = get_task(code)
+    t, h, w = pipe.config.video_shape
+    video = torch.rand(2, 3, t, h, w) if task.needs_video else None
+    classes = [1, 2] if task.needs_class else None
+    out = pipe.generate(code, video, classes, [0, 1], FAST)
+    assert out.shape == (2, 3, t, h, w) and out.min() >= 0 and out.max() <= 1
+    if task.needs_video:
+        mask = task.pixel_mask(t, h, w, pipe.config.cond_frames)
+        assert torch.equal(out[..., mask], video[..., mask])
+
+
+def test_seeded_and_reported(pipe):
+    steps = []
+    a = pipe.generate("cg", None, [1], [3], FAST, progress=steps.append)
+    b = pipe.generate("cg", None, [1], [3], FAST)
+    c = pipe.generate("cg", None, [1], [4], FAST)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert [s.step for s in steps] == [1, 2, 3]
+    preview = pipe.decode_tokens(steps[0].tokens.view(1, *pipe.config.token_shape))
+    assert preview.shape == a.shape
+    assert pipe.video_to_uint8(a).shape == (1, *pipe.config.video_shape, 3)
+
+
+def test_bad_requests(pipe):
+    with pytest.raises(InvalidInput, match="needs a class"):
+        pipe.generate("cg", None, None, [0], FAST)
+    with pytest.raises(InvalidInput, match="out of range"):
+        pipe.generate("cg", None, [pipe.config.num_classes], [0], FAST)
+    with pytest.raises(InvalidInput, match="needs a video"):
+        pipe.generate("fp", None, None, [0], FAST)
