@@ -1,0 +1,58 @@
+"""Encoding generated frames (uint8 [T, H, W, 3]) as mp4, webm, gif or npz."""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from media.npz import write_npz
+
+# Output format -> (container, codec, pixel format, MIME type).
+_CODECS = {
+    "mp4": ("mp4", "libx264", "yuv420p", "video/mp4"),
+    "webm": ("webm", "libvpx-vp9", "yuv420p", "video/webm"),
+    "gif": ("gif", "gif", "rgb8", "image/gif"),
+}
+FORMATS: dict[str, str] = {fmt: spec[3] for fmt, spec in _CODECS.items()}
+FORMATS["npz"] = "application/x-npz"
+
+
+def encode_video(frames: np.ndarray, fmt: str = "mp4", fps: int = 8) -> bytes:
+    frames = np.asarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames [T, H, W, 3], got {frames.shape}")
+    if fmt == "npz":
+        return write_npz(frames)
+    if fmt not in _CODECS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {sorted(FORMATS)}")
+    container_fmt, codec, pix_fmt, _ = _CODECS[fmt]
+    if pix_fmt == "yuv420p" and (frames.shape[1] % 2 or frames.shape[2] % 2):
+        # 4:2:0 chroma needs even sizes: repeat the last row / column.
+        pad = ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0))
+        frames = np.pad(frames, pad, mode="edge")
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=container_fmt) as out:
+        stream = out.add_stream(codec, rate=Fraction(fps))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = pix_fmt
+        if codec == "libx264":
+            stream.options = {"crf": "18", "preset": "veryfast"}
+        elif codec == "libvpx-vp9":
+            stream.options = {"crf": "30", "b:v": "0", "deadline": "realtime", "cpu-used": "8"}
+        for frame in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    return buf.getvalue()
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int = 8) -> Path:
+    """Write frames to `path`, the format chosen by its extension."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    data = encode_video(frames, fmt, fps)
+    path.write_bytes(data)
+    return path

@@ -1,0 +1,85 @@
+"""Video decode/encode with limits, on a corpus of good and bad inputs made here."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from media import (
+    DecodeLimits,
+    NotAVideo,
+    VideoTooLarge,
+    decode_video,
+    encode_video,
+    read_video,
+    write_video,
+)
+from tests.support import videos
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "webm", "gif", "avi", "mov", "mkv"])
+def test_reads_common_containers(fmt):
+    out = decode_video(videos.clip(fmt, frames=10))
+    assert out.frames.dtype == np.uint8 and out.frames.shape == (10, 32, 32, 3)
+    # The bar moves: frame 0 is bright at the left, frame 5 is not.
+    assert out.frames[0, :, :4].mean() > 150 and out.frames[5, :, :4].mean() < 60
+
+
+def test_only_the_frames_asked_for_are_decoded():
+    assert decode_video(videos.clip("mp4", frames=20), max_frames=4).frames.shape[0] == 4
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "webm", "gif", "npz"])
+def test_encode_round_trip(tmp_path, fmt):
+    frames = videos.moving_bar(8, 17, 31)  # odd sizes are padded for 4:2:0 codecs
+    path = write_video(tmp_path / f"v.{fmt}", frames)
+    back = read_video(path).frames
+    assert back.shape[0] == 8 and back.shape[1] >= 17 and back.shape[2] >= 31
+    if fmt == "npz":
+        assert np.array_equal(back, frames)
+    else:
+        assert np.abs(back[:, :17, :31].astype(int) - frames).mean() < 12
+
+
+def test_encode_rejects_bad_frames():
+    with pytest.raises(ValueError):
+        encode_video(np.zeros((4, 8, 8)), "mp4")
+    with pytest.raises(ValueError):
+        encode_video(np.zeros((4, 8, 8, 3)), "flv")
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda: b"", NotAVideo),
+        (lambda: np.random.default_rng(0).bytes(20000), NotAVideo),
+        (videos.png_image, NotAVideo),
+        (videos.audio_only, NotAVideo),
+        (videos.truncated, NotAVideo),
+        (videos.huge_resolution, VideoTooLarge),
+        (videos.long_clip, VideoTooLarge),
+    ],
+    ids=["empty", "random", "png", "audio", "truncated", "8k", "long"],
+)
+def test_bad_inputs_fail_fast_with_typed_errors(make, error):
+    data = make()
+    start = time.monotonic()
+    with pytest.raises(error):
+        decode_video(data, DecodeLimits(max_pixels=1920 * 1080, max_seconds=60))
+    assert time.monotonic() - start < 5
+
+
+def test_byte_and_frame_limits():
+    data = videos.clip("mp4", frames=10)
+    with pytest.raises(VideoTooLarge):
+        decode_video(data, DecodeLimits(max_bytes=len(data) - 1))
+    assert decode_video(data, DecodeLimits(max_frames=3)).frames.shape[0] == 3
+
+
+def test_npz_without_pickle(tmp_path):
+    bad = tmp_path / "obj.npz"
+    np.savez(bad, video=np.array([object()], dtype=object))
+    with pytest.raises(NotAVideo):
+        read_video(bad)
