@@ -1,0 +1,201 @@
+"""Training: losses fall, GAN regularisers, exact resume, data, metrics, data parallelism."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from cli.main import main
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.config import CONFIGS
+from models.pipeline import build_tokenizer
+from models.tokenizer import VQTokenizer
+from training import gan
+from training.data.synthetic import EVAL_SEED_OFFSET, SyntheticVideos
+from training.evaluate import frechet_distance, psnr, ssim
+from training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
+from training.transformer_trainer import TransformerTrainConfig, train_transformer
+
+
+def test_tokenizer_loss_falls_on_a_fixed_batch():
+    torch.manual_seed(0)
+    tok = VQTokenizer(CONFIGS["tiny"].tokenizer)
+    opt = torch.optim.Adam(tok.parameters(), lr=3e-3)
+    video = torch.stack([SyntheticVideos(4, 8, 16)[i][0] for i in range(4)])
+    losses = []
+    for _ in range(30):
+        out = tok(video)
+        loss = torch.nn.functional.mse_loss(out.reconstruction, video) + out.losses["quantizer"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(torch.nn.functional.mse_loss(out.reconstruction, video).item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_lecam_and_r1_on_known_inputs():
+    real = torch.tensor([1.0, -1.0, 3.0])
+    fake = torch.tensor([0.0, 2.0])
+    # relu(real - 0.5)^2 = [0.25, 0, 6.25] -> mean 6.5/3; relu(1 - fake)^2 = [1, 0] -> mean 0.5
+    assert gan.lecam_loss(real, fake, ema_real=1.0, ema_fake=0.5).item() == pytest.approx(
+        6.5 / 3 + 0.5
+    )
+    x = torch.randn(2, 3, 2, 4, 4, requires_grad=True)
+    logits = (3 * x).flatten(1).sum(1)  # grad = 3 everywhere: |grad|^2 = 9 * 96
+    assert gan.r1_penalty(logits, x).item() == pytest.approx(9 * 96)
+    assert gan.generator_loss(torch.zeros(4)).item() == pytest.approx(math.log(2))
+    ema = gan.LeCamEMA(decay=0.5)
+    ema.update(torch.tensor([2.0]), torch.tensor([-2.0]))
+    assert (ema.real, ema.fake) == (1.0, -1.0)
+
+
+def test_synthetic_data_is_deterministic_and_held_out():
+    a, b = SyntheticVideos(5), SyntheticVideos(5)
+    va, la = a[3]
+    vb, lb = b[3]
+    assert torch.equal(va, vb) and la == lb
+    assert va.shape == (3, 16, 64, 64) and 0 <= la < 10
+    ev = SyntheticVideos(5, split="eval")
+    assert ev.seed(0) == EVAL_SEED_OFFSET and not torch.equal(ev[3][0], va)
+    # The sprites move: consecutive frames differ.
+    assert (va[:, 1:] - va[:, :-1]).abs().sum() > 0
+    with pytest.raises(IndexError):
+        a.seed(5)
+
+
+def test_metrics_on_known_inputs():
+    a = torch.zeros(1, 3, 2, 16, 16)
+    assert psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-4)
+    video = torch.rand(1, 3, 2, 16, 16)
+    assert ssim(video, video) == pytest.approx(1.0, abs=1e-5)
+    assert ssim(video, torch.rand_like(video)) < 0.5
+
+
+def test_frechet_distance_of_gaussians():
+    rng = np.random.default_rng(0)
+    # N(0, I) vs N(m, 4I) in 3D: |m|^2 + tr(I + 4I - 2 * 2I) = |m|^2 + 3.
+    a = rng.standard_normal((40000, 3))
+    b = 2 * rng.standard_normal((40000, 3)) + np.array([1.0, 2.0, 0.0])
+    assert frechet_distance(a, b) == pytest.approx(5 + 3, rel=0.03)
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+
+
+def _records(path):
+    return {r["step"]: r for r in map(json.loads, path.read_text().splitlines()) if "loss" in r}
+
+
+def test_tokenizer_resume_is_exact(tmp_path):
+    base = dict(config="tiny", steps=4, batch_size=2, adv_start=1, log_every=1, lr=1e-3,
+                warmup_steps=1)  # fmt: skip
+    train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "a"), checkpoint_every=4, **base))
+    train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "b"), checkpoint_every=4,
+                                         stop_at=2, **base))  # fmt: skip
+    # Same run, continued from its step-2 state to step 4.
+    train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "b"), checkpoint_every=4, **base))
+    a, b = _records(tmp_path / "a" / "metrics.jsonl"), _records(tmp_path / "b" / "metrics.jsonl")
+    for step in (2, 3):
+        for key in ("recon", "d_loss", "loss"):
+            assert a[step][key] == pytest.approx(b[step][key], rel=1e-5, abs=1e-7), (step, key)
+    assert load_checkpoint(tmp_path / "b").metadata["steps"] == 4
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tok")
+    torch.manual_seed(0)
+    save_checkpoint(path, CONFIGS["tiny"], build_tokenizer(CONFIGS["tiny"]).state_dict())
+    return path
+
+
+def test_transformer_loss_falls_and_resume_is_exact(tmp_path, tiny_tokenizer):
+    base = dict(config="tiny", tokenizer=str(tiny_tokenizer), batch_size=8, cache_clips=16,
+                log_every=1, lr=3e-3, warmup_steps=1, steps=30, checkpoint_every=100)  # fmt: skip
+    train_transformer(TransformerTrainConfig(out=str(tmp_path / "a"), **base))
+    a = _records(tmp_path / "a" / "metrics.jsonl")
+    first = np.mean([a[s]["loss"] for s in range(5)])
+    assert np.mean([a[s]["loss"] for s in range(25, 30)]) < 0.8 * first
+    # The same run, interrupted at step 12 and resumed, logs the same losses.
+    train_transformer(TransformerTrainConfig(out=str(tmp_path / "b"), stop_at=12, **base))
+    assert json.loads((tmp_path / "b" / "training_state.json").read_text())["step"] == 12
+    train_transformer(TransformerTrainConfig(out=str(tmp_path / "b"), **base))
+    b = _records(tmp_path / "b" / "metrics.jsonl")
+    assert sorted(b) == list(range(30))  # no duplicated or missing records
+    for step in (12, 20, 29):
+        assert b[step]["loss"] == pytest.approx(a[step]["loss"], rel=1e-5), step
+    ck = load_checkpoint(tmp_path / "a", require_transformer=True)
+    assert ck.metadata["transformer_steps"] == 30 and len(ck.config.tasks) == 10
+
+
+# ------------------------------------------------------------------------- data parallel
+def _ddp_worker(rank, world, port, out, tok):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    _register_no_dropout()
+    train_transformer(TransformerTrainConfig(config="tiny-nodrop", tokenizer=tok, out=out,
+                                             steps=2, batch_size=4, cache_clips=8, log_every=1,
+                                             checkpoint_every=2, lr=1e-3, warmup_steps=1,
+                                             device="cpu"))  # fmt: skip
+    torch.distributed.destroy_process_group()
+
+
+def _register_no_dropout():
+    tiny = CONFIGS["tiny"]
+    CONFIGS["tiny-nodrop"] = dataclasses.replace(
+        tiny, name="tiny-nodrop", transformer=dataclasses.replace(tiny.transformer, dropout=0.0)
+    )
+
+
+@pytest.mark.integration
+def test_two_gloo_ranks_match_one_process(tmp_path, tiny_tokenizer):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "ddp"), str(tiny_tokenizer)), nprocs=2)
+    _register_no_dropout()
+    try:
+        cfg = TransformerTrainConfig(config="tiny-nodrop", tokenizer=str(tiny_tokenizer),
+                                     out=str(tmp_path / "one"), steps=2, batch_size=4,
+                                     cache_clips=8, log_every=1, checkpoint_every=2, lr=1e-3,
+                                     warmup_steps=1, device="cpu")  # fmt: skip
+        train_transformer(cfg)
+    finally:
+        del CONFIGS["tiny-nodrop"]
+    ddp = _records(tmp_path / "ddp" / "metrics.jsonl")
+    one = _records(tmp_path / "one" / "metrics.jsonl")
+    for step in (0, 1):
+        assert ddp[step]["loss"] == pytest.approx(one[step]["loss"], rel=1e-4)
+    a = load_checkpoint(tmp_path / "ddp").transformer_state
+    b = load_checkpoint(tmp_path / "one").transformer_state
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)
+
+
+def test_cli_train_then_generate(tmp_path):
+    tok, tr = tmp_path / "tok", tmp_path / "tr"
+    assert main(["train", "tokenizer", "--config", "tiny", "--steps", "2", "--batch-size", "2",
+                 "--out", str(tok), "--adv-start", "1",
+                 "--entropy-weight", "0.01"]) == 0  # fmt: skip
+    assert main(["train", "transformer", "--config", "tiny", "--tokenizer", str(tok),
+                 "--steps", "2", "--batch-size", "2", "--cache-clips", "4", "--tasks", "fp,cg",
+                 "--out", str(tr)]) == 0  # fmt: skip
+    out = tmp_path / "cg.npz"
+    assert main(["generate", "cg", "--class-id", "2", "--checkpoint", str(tr), "--steps", "2",
+                 "--output", str(out)]) == 0  # fmt: skip
+    assert np.load(out)["video"].shape == (8, 16, 16, 3)
+    assert (
+        main(
+            ["generate", "opc", "--checkpoint", str(tr), "--output", str(out), "--input", str(out)]
+        )
+        == 2
+    )  # this checkpoint was trained for fp and cg only
+    assert main(["train", "transformer", "--config", "tiny", "--tokenizer", str(tok),
+                 "--tasks", "zz", "--out", str(tmp_path / "x")]) == 2  # fmt: skip

@@ -1,0 +1,182 @@
+"""Pieces shared by both trainers: learning-rate schedule, EMA, batches, resumable state, and
+data-parallel set-up (DDP under torchrun: NCCL on GPUs, gloo on CPUs).
+
+Resumable state is safetensors + JSON, never pickle: model, EMA and optimizer tensors go into one
+safetensors file under prefixed names; scalars and param-group settings into JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+
+
+def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_ratio=0.0) -> float:
+    """Linear warm-up to base_lr, then cosine decay to min_ratio * base_lr."""
+    if warmup_steps and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return base_lr * (min_ratio + (1 - min_ratio) * cosine)
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point parameters and buffers."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for k, v in module.state_dict().items():
+            if v.is_floating_point():
+                self.shadow[k].lerp_(v.detach(), 1 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+
+def batch_indices(seed: int, step: int, global_batch: int, dataset_size: int) -> list[int]:
+    """The clips of one global batch: a function of (seed, step) alone, so a resumed run sees
+    exactly the batches an uninterrupted one would."""
+    rng = np.random.default_rng([seed, step])
+    return rng.integers(0, dataset_size, size=global_batch).tolist()
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, items: list) -> list:
+        """This rank's part of a global batch (the global batch size divides evenly)."""
+        if len(items) % self.world_size:
+            raise ValueError(f"batch {len(items)} does not split over {self.world_size} ranks")
+        return items[self.rank :: self.world_size]
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group that torchrun describes, or run as a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if device == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return DistInfo(rank, world, torch.device("cuda", local))
+    return DistInfo(rank, world, torch.device(device))
+
+
+def wrap_ddp(module: nn.Module, info: DistInfo) -> nn.Module:
+    if info.world_size == 1:
+        return module
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+
+def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.world_size > 1:
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        value /= info.world_size
+    return value
+
+
+# ------------------------------------------------------------------------- resumable state
+def _optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim/{name}/state/{idx}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}/{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    prefix = f"optim/{name}/state/"
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            idx, field = key[len(prefix) :].split("/", 1)
+            state.setdefault(int(idx), {})[field] = value
+    for key, value in meta["scalars"].items():
+        idx, field = key.split("/", 1)
+        state.setdefault(int(idx), {})[field] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_training_state(
+    directory: Path,
+    step: int,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    emas: dict[str, EMA],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {"step": step, "optimizers": {}, "extra": extra or {}}
+    for name, module in modules.items():
+        for k, v in module.state_dict().items():
+            tensors[f"module/{name}/{k}"] = v.detach().cpu().contiguous()
+    for name, ema in emas.items():
+        for k, v in ema.shadow.items():
+            tensors[f"ema/{name}/{k}"] = v.detach().cpu().contiguous()
+    for name, opt in optimizers.items():
+        opt_tensors, opt_meta = _optimizer_tensors(name, opt)
+        tensors.update(opt_tensors)
+        meta["optimizers"][name] = opt_meta
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / f".{STATE_TENSORS}.tmp"))
+    (directory / f".{STATE_TENSORS}.tmp").replace(directory / STATE_TENSORS)
+    (directory / f".{STATE_JSON}.tmp").write_text(json.dumps(meta, indent=1))
+    (directory / f".{STATE_JSON}.tmp").replace(directory / STATE_JSON)
+
+
+def load_training_state(
+    directory: Path,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    emas: dict[str, EMA],
+) -> dict[str, Any]:
+    """Restore what `save_training_state` wrote; returns its JSON (with "step")."""
+    meta = json.loads((directory / STATE_JSON).read_text())
+    tensors = load_file(str(directory / STATE_TENSORS))
+    for name, module in modules.items():
+        prefix = f"module/{name}/"
+        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items()
+                                if k.startswith(prefix)})  # fmt: skip
+    for name, ema in emas.items():
+        prefix = f"ema/{name}/"
+        for k in ema.shadow:
+            ema.shadow[k] = tensors[prefix + k].to(ema.shadow[k].device)
+    for name, opt in optimizers.items():
+        _load_optimizer(name, opt, tensors, meta["optimizers"][name])
+    return meta
+
+
+def has_training_state(directory: Path) -> bool:
+    return (directory / STATE_JSON).is_file() and (directory / STATE_TENSORS).is_file()

@@ -1,0 +1,1 @@
+"""Datasets of clips: synthetic sprites and folders of video files."""

@@ -1,0 +1,117 @@
+"""Evaluation: tokenizer reconstruction (PSNR, SSIM), each task's error inside the region it
+generates against a simple baseline, and the Fréchet distance (FVD given I3D features).
+
+Shapes: videos [B, 3, T, H, W] in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models.decoding import DecodeOptions
+from models.pipeline import MagvitPipeline
+from models.tasks import get_task
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = F.mse_loss(a.float(), b.float()).item()
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - size // 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]  # [1, 1, k, k]
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean SSIM over frames and channels (Gaussian window 11, sigma 1.5, data range 1)."""
+    c1, c2 = 0.01**2, 0.03**2
+
+    def frames(v):  # [B, C, T, H, W] -> [B*C*T, 1, H, W]
+        return v.float().permute(0, 1, 2, 3, 4).reshape(-1, 1, *v.shape[-2:])
+
+    x, y = frames(a), frames(b)
+    w = _gaussian_window(min(11, x.shape[-1], x.shape[-2]) | 1).to(x)
+    mu_x, mu_y = F.conv2d(x, w), F.conv2d(y, w)
+    sxx = F.conv2d(x * x, w) - mu_x**2
+    syy = F.conv2d(y * y, w) - mu_y**2
+    sxy = F.conv2d(x * y, w) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return s.mean().item()
+
+
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets [N, D]:
+    |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))."""
+    from scipy import linalg
+
+    mu_a, mu_b = feats_a.mean(0), feats_b.mean(0)
+    s_a = np.cov(feats_a, rowvar=False)
+    s_b = np.cov(feats_b, rowvar=False)
+    covmean = linalg.sqrtm(s_a @ s_b)
+    if not np.isfinite(covmean).all():  # near-singular: regularise
+        eps = np.eye(s_a.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((s_a + eps) @ (s_b + eps))
+    covmean = covmean.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * covmean))
+
+
+def fvd_from_files(real: Path, fake: Path) -> float:
+    """FVD from I3D features saved as npz (array `features` [N, D]) for real and generated."""
+    with np.load(real, allow_pickle=False) as r, np.load(fake, allow_pickle=False) as f:
+        return frechet_distance(r["features"].astype(np.float64), f["features"].astype(np.float64))
+
+
+@torch.no_grad()
+def evaluate(pipe: MagvitPipeline, dataset, num_clips: int, seed: int = 0,
+             options: DecodeOptions = DecodeOptions(), batch_size: int = 4) -> dict:  # fmt: skip
+    """Metrics on the first `num_clips` clips of `dataset` (held-out data)."""
+    cfg = pipe.config
+    t, h, w = cfg.video_shape
+    sums: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        sums.setdefault(key, []).append(value)
+
+    for start in tqdm(range(0, num_clips, batch_size), desc="evaluating"):
+        items = [dataset[i] for i in range(start, min(num_clips, start + batch_size))]
+        video = torch.stack([v for v, _ in items])
+        labels = [label for _, label in items]
+        recon = pipe.decode_tokens(pipe.tokenizer.encode(video.to(pipe.device, pipe.dtype)))
+        add("tokenizer/psnr", psnr(recon, video))
+        add("tokenizer/ssim", ssim(recon, video))
+        seeds = [seed + start + i for i in range(len(items))]
+        for code in cfg.tasks:
+            task = get_task(code)
+            out = pipe.generate(code, video if task.needs_video else None, labels, seeds, options)
+            if not task.needs_video:
+                continue
+            region = ~task.pixel_mask(t, h, w, cfg.cond_frames)  # what the task generates
+            err = (out - video).pow(2)[..., region].mean().item()
+            add(f"{code}/mse", err)
+            baseline = task.condition_video(video, cfg.cond_frames)
+            add(f"{code}/{_baseline_name(code)}_mse", (baseline - video).pow(2)[..., region]
+                .mean().item())  # fmt: skip
+    report: dict[str, dict[str, float]] = {}
+    for key, values in sums.items():
+        group, name = key.split("/")
+        report.setdefault(group, {})[name] = float(np.mean(values))
+    report["num_clips"] = num_clips  # type: ignore[assignment]
+    return report
+
+
+def _baseline_name(code: str) -> str:
+    """The condition video's padding is the baseline: for frame prediction it repeats the last
+    given frame (copy-last-frame), for interpolation it blends, elsewhere it is edge/zero fill."""
+    task = get_task(code)
+    if task.conditions_on_frames:
+        return "copy_last_frame"
+    return {"blend": "linear_blend", "edge": "edge_fill", "zeros": "zero_fill"}[task.padding]

@@ -1,0 +1,221 @@
+"""Training the 3D-VQ tokenizer (spec section 3).
+
+Loss of the tokenizer (generator): L2 reconstruction + quantizer losses + 0.1 x perceptual
+(when VGG weights are given) + 0.1 x non-saturating adversarial (from `adv_start`). The
+discriminator: non-saturating loss + R1 (cost 10) + LeCam with EMAs of its outputs.
+Adam (beta1 0, beta2 0.99) with warm-up and cosine decay; gradient clipping; generator EMA,
+whose weights are what the checkpoint holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.config import get_config
+from models.inflation import inflate_2d_to_3d
+from models.tokenizer import VQTokenizer
+from training import gan
+from training.common import (
+    EMA,
+    all_reduce_mean,
+    batch_indices,
+    has_training_state,
+    init_distributed,
+    load_training_state,
+    lr_at,
+    save_training_state,
+    wrap_ddp,
+)
+from training.datasets import load_batch, make_dataset
+from training.logs import MetricsLog, plot_curves, save_grid
+
+
+@dataclass
+class TokenizerTrainConfig:
+    config: str = "default"
+    data: str = "synthetic"
+    out: str = "runs/tokenizer"
+    steps: int = 1000
+    batch_size: int = 8  # global, over all ranks
+    lr: float = 1e-4
+    beta1: float = 0.0  # Adam (beta1, 0.99); the spec's 0 suits the GAN phase
+    entropy_weight: float | None = None  # None: the tokenizer config's entropy_loss_ratio
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    perceptual_weights: str | None = None
+    perceptual_weight: float = 0.1
+    adv_weight: float = 0.1
+    adv_start: int = 0  # step from which the GAN trains; >= steps turns it off
+    disc_lr: float = 1e-4
+    r1_cost: float = 10.0
+    r1_every: int = 4  # lazy R1, scaled by the interval
+    lecam_weight: float = 0.001
+    init_2d: str | None = None  # a 2D tokenizer checkpoint to inflate (central)
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 250
+    device: str = "auto"
+    resume: bool = True
+    stop_at: int | None = None  # end this run early (time-limited jobs); resume goes on
+
+
+def _ema_decay(decay: float, step: int) -> float:
+    # Warm-up of the EMA: early weights are not averaged with the random init for long.
+    return min(decay, (1 + step) / (10 + step))
+
+
+def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
+    info = init_distributed(cfg.device)
+    model_cfg = get_config(cfg.config)
+    out = Path(cfg.out)
+    log = MetricsLog(out / "metrics.jsonl")
+    torch.manual_seed(cfg.seed)
+
+    tokenizer = VQTokenizer(model_cfg.tokenizer).to(info.device)
+    if cfg.init_2d:
+        src = load_checkpoint(cfg.init_2d)
+        tokenizer.load_state_dict(inflate_2d_to_3d(src.tokenizer_state, model_cfg.tokenizer))
+    use_gan = cfg.adv_start < cfg.steps
+    disc = gan.Discriminator(model_cfg.tokenizer.filters, model_cfg.frame_size[0]).to(info.device)
+    opt = torch.optim.Adam(tokenizer.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.99))
+    disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.0, 0.99))
+    ema = EMA(tokenizer, cfg.ema_decay)
+    lecam = gan.LeCamEMA()
+    perceptual = None
+    if cfg.perceptual_weights and Path(cfg.perceptual_weights).is_file():
+        from training.perceptual import PerceptualLoss
+
+        perceptual = PerceptualLoss(cfg.perceptual_weights).to(info.device)
+
+    modules = {"tokenizer": tokenizer, "discriminator": disc}
+    optimizers = {"tokenizer": opt, "discriminator": disc_opt}
+    start = 0
+    if cfg.resume and has_training_state(out):
+        meta = load_training_state(out, modules, optimizers, {"tokenizer": ema})
+        start = meta["step"]
+        lecam.real, lecam.fake = meta["extra"]["lecam"]
+        if info.is_main:
+            log.truncate_after(start)
+    if info.is_main:
+        notes = {"event": "start", "step": start, "config": dataclasses.asdict(cfg),
+                 "world_size": info.world_size, "gan": use_gan,
+                 "perceptual": perceptual is not None}  # fmt: skip
+        if perceptual is None:
+            print("perceptual loss: off (no VGG weights given by --perceptual-weights)")
+        log.write(notes)
+
+    train_model = wrap_ddp(tokenizer, info)
+    train_disc = wrap_ddp(disc, info)
+    dataset = make_dataset(cfg.data, model_cfg, "train")
+    autocast = torch.autocast("cuda", torch.bfloat16, enabled=info.device.type == "cuda")
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="tokenizer",
+               disable=not info.is_main)  # fmt: skip
+    t0 = time.perf_counter()
+    for step in bar:
+        if cfg.stop_at is not None and step >= cfg.stop_at:
+            break
+        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        indices = info.shard(batch_indices(cfg.seed, step, cfg.batch_size, len(dataset)))
+        video, _ = load_batch(dataset, indices, info.device)
+        gan_on = use_gan and step >= cfg.adv_start
+
+        with autocast:
+            result = train_model(video)
+            recon = result.reconstruction.float()
+            rec_loss = F.mse_loss(recon, video)
+            q = result.losses
+            entropy_weight = (model_cfg.tokenizer.entropy_loss_ratio if cfg.entropy_weight is None
+                              else cfg.entropy_weight)  # fmt: skip
+            loss = rec_loss + q["commitment"] + q["codebook"] + entropy_weight * q["entropy"]
+            metrics = {"recon": rec_loss, "quantizer": result.losses["quantizer"],
+                       "entropy": result.losses["entropy"]}  # fmt: skip
+            if perceptual is not None:
+                p = perceptual(recon, video)
+                loss = loss + cfg.perceptual_weight * p
+                metrics["perceptual"] = p
+            if gan_on:
+                disc.requires_grad_(False)
+                g_adv = gan.generator_loss(train_disc(recon))
+                disc.requires_grad_(True)
+                loss = loss + cfg.adv_weight * g_adv
+                metrics["g_adv"] = g_adv
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), cfg.grad_clip)
+        opt.step()
+        ema.decay = _ema_decay(cfg.ema_decay, step)
+        ema.update(tokenizer)
+
+        if gan_on:
+            metrics.update(
+                _discriminator_step(cfg, train_disc, disc_opt, lecam, video, recon, step)
+            )
+        metrics["loss"] = loss
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            # Every rank takes part in the reduction; only the first writes.
+            record = {k: float(all_reduce_mean(v.detach(), info)) for k, v in metrics.items()}
+        if info.is_main and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+            record.update(step=step, lr=lr, psnr=_psnr(record["recon"]),
+                          seconds=time.perf_counter() - t0)  # fmt: skip
+            log.write(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{record['psnr']:.1f}")
+        done = step + 1
+        final = done == cfg.steps or done == cfg.stop_at
+        if (done % cfg.checkpoint_every == 0 or final) and info.is_main:
+            _checkpoint(cfg, out, done, model_cfg, tokenizer, ema, modules, optimizers,
+                        lecam, log, video)  # fmt: skip
+    return out
+
+
+def _discriminator_step(cfg, disc, disc_opt, lecam, video, recon, step) -> dict:
+    real = video.detach().requires_grad_(step % cfg.r1_every == 0)
+    real_logits = disc(real)
+    fake_logits = disc(recon.detach())
+    d_loss = gan.discriminator_loss(real_logits, fake_logits)
+    reg = cfg.lecam_weight * gan.lecam_loss(real_logits, fake_logits, lecam.real, lecam.fake)
+    out = {"d_loss": d_loss.detach()}
+    if real.requires_grad:
+        r1 = gan.r1_penalty(real_logits, real)
+        reg = reg + cfg.r1_cost * cfg.r1_every * r1
+        out["r1"] = r1.detach()
+    lecam.update(real_logits.detach(), fake_logits.detach())
+    disc_opt.zero_grad(set_to_none=True)
+    (d_loss + reg).backward()
+    torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
+    disc_opt.step()
+    return out
+
+
+def _psnr(mse: float) -> float:
+    import math
+
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+@torch.no_grad()
+def _checkpoint(cfg, out, step, model_cfg, tokenizer, ema, modules, optimizers, lecam, log, video):
+    save_training_state(out, step, modules, optimizers, {"tokenizer": ema},
+                        {"lecam": [lecam.real, lecam.fake]})  # fmt: skip
+    metadata = {"kind": "tokenizer", "steps": step, "data": cfg.data, "ema": True}
+    save_checkpoint(out, model_cfg, ema.shadow, None, metadata)
+    records = [r for r in log.read() if "loss" in r]
+    keys = [k for k in ("recon", "quantizer", "psnr", "d_loss") if any(k in r for r in records)]
+    plot_curves(records, keys, out / "curves.png", "tokenizer")
+    ema_model = VQTokenizer(model_cfg.tokenizer).to(video.device).eval()
+    ema_model.load_state_dict(ema.shadow)
+    recon = ema_model.decode(ema_model.encode(video[:2])).clamp(0, 1)
+    rows = []
+    for i in range(recon.shape[0]):
+        rows += [(f"real {i}", video[i]), (f"recon {i}", recon[i])]
+    save_grid(rows, out / "samples.png")

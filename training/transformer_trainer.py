@@ -1,0 +1,207 @@
+"""Training the bidirectional transformer with multi-task COMMIT (spec section 6).
+
+Each sample is a cached clip with its task: COMMIT masking (`models.schedule.commit_mask`),
+class tokens for the class tasks (dropped to "unconditional" with probability `class_dropout`, so
+classifier-free guidance works), cross-entropy on every video token with label smoothing.
+AdamW (0.9, 0.96), weight decay 0.045, warm-up and cosine decay, gradient clipping 1.0, EMA.
+The output directory is a complete checkpoint (tokenizer + transformer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.config import get_config
+from models.decoding import DecodeOptions
+from models.pipeline import MagvitPipeline, build_tokenizer, build_transformer
+from models.schedule import commit_mask
+from models.sequence import build_sequence
+from models.tasks import TASK_CODES, get_task
+from training.common import (
+    EMA,
+    all_reduce_mean,
+    batch_indices,
+    has_training_state,
+    init_distributed,
+    load_training_state,
+    lr_at,
+    save_training_state,
+    wrap_ddp,
+)
+from training.datasets import make_dataset
+from training.logs import MetricsLog, plot_curves, save_grid
+from training.token_cache import build_token_cache, load_or_build
+
+
+@dataclass
+class TransformerTrainConfig:
+    config: str = "default"
+    tokenizer: str = "runs/tokenizer"
+    data: str = "synthetic"
+    out: str = "runs/transformer"
+    tasks: str = ",".join(TASK_CODES)
+    steps: int = 2000
+    batch_size: int = 32  # global, over all ranks
+    lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.045
+    grad_clip: float = 1.0
+    label_smoothing: float = 1e-4
+    ema_decay: float = 0.999
+    class_dropout: float = 0.1
+    cache_clips: int = 4096
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 500
+    device: str = "auto"
+    resume: bool = True
+    stop_at: int | None = None  # end this run early (time-limited jobs); resume goes on
+
+
+def parse_tasks(spec: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    tasks = tuple(t.strip().lower() for t in spec.split(",") if t.strip())
+    unknown = [t for t in tasks if t not in TASK_CODES or t not in allowed]
+    if not tasks or unknown:
+        raise KeyError(f"unknown or unsupported tasks {unknown}; choose from {', '.join(allowed)}")
+    return tasks
+
+
+def commit_batch(cache, indices, config, generator, class_dropout, device):
+    """Inputs, segments and targets of one COMMIT batch: ids [B, L], segments [B, L], targets
+    [B, N]."""
+    vocab = config.vocab
+    lt, lh, lw = config.token_shape
+    idx = torch.tensor(indices)
+    tokens = cache.tokens[idx].flatten(1).long()  # [B, N]
+    cond_tokens = cache.cond_tokens[idx].flatten(1).long()
+    tasks = cache.tasks[idx]
+    masks = {t: get_task(TASK_CODES[t]).token_mask(lt, lh, lw, config.cond_latent_frames).flatten()
+             for t in set(tasks.tolist())}  # fmt: skip
+    cond_mask = torch.stack([masks[t] for t in tasks.tolist()])  # [B, N]
+    masked = commit_mask(tokens, cond_tokens, cond_mask, vocab.mask_id, generator=generator)
+    drop = torch.rand(len(indices), generator=generator) < class_dropout
+    classes = [
+        int(label) if get_task(TASK_CODES[t]).needs_class and not d else None
+        for label, t, d in zip(
+            cache.labels[idx].tolist(), tasks.tolist(), drop.tolist(), strict=True
+        )
+    ]
+    class_ids = torch.tensor([vocab.class_token(c) for c in classes])
+    ids, segments = build_sequence(vocab, tasks, class_ids, masked.input_ids, masked.segment_ids)
+    return ids.to(device), segments.to(device), tokens.to(device)
+
+
+def train_transformer(cfg: TransformerTrainConfig) -> Path:
+    info = init_distributed(cfg.device)
+    config = get_config(cfg.config)
+    tok_ckpt = load_checkpoint(cfg.tokenizer)
+    if tok_ckpt.config.tokenizer != config.tokenizer:
+        raise KeyError(f"the tokenizer in {cfg.tokenizer} is not the one of preset {cfg.config!r}")
+    tasks = parse_tasks(cfg.tasks, config.tasks)
+    config = dataclasses.replace(config, tasks=tasks)
+    out = Path(cfg.out)
+    log = MetricsLog(out / "metrics.jsonl")
+
+    def build():
+        tokenizer = build_tokenizer(config)
+        tokenizer.load_state_dict({k: v.float() for k, v in tok_ckpt.tokenizer_state.items()})
+        dataset = make_dataset(cfg.data, config, "train")
+        return build_token_cache(tokenizer, config, dataset, tasks, cfg.cache_clips,
+                                 device=info.device, show_progress=info.is_main)  # fmt: skip
+
+    cache = load_or_build(Path(cfg.out) / "cache", Path(cfg.tokenizer), cfg.data, build,
+                          cfg.cache_clips, tasks)  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    model = build_transformer(config).to(info.device)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.96))
+    ema = EMA(model, cfg.ema_decay)
+    start = 0
+    if cfg.resume and has_training_state(out):
+        start = load_training_state(out, {"transformer": model}, {"transformer": opt},
+                                    {"transformer": ema})["step"]  # fmt: skip
+        if info.is_main:
+            log.truncate_after(start)
+    if info.is_main:
+        log.write({"event": "start", "step": start, "config": dataclasses.asdict(cfg),
+                   "world_size": info.world_size, "cached_clips": len(cache)})  # fmt: skip
+    train_model = wrap_ddp(model, info)
+    k = config.vocab.codebook_size
+    autocast = torch.autocast("cuda", torch.bfloat16, enabled=info.device.type == "cuda")
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="transformer",
+               disable=not info.is_main)  # fmt: skip
+    t0 = time.perf_counter()
+    for step in bar:
+        if cfg.stop_at is not None and step >= cfg.stop_at:
+            break
+        model.train()
+        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        # Masks and class dropout are drawn for the whole global batch from (seed, step), then
+        # each rank takes its rows: any world size sees the same batch. Dropout is per rank.
+        indices = batch_indices(cfg.seed, step, cfg.batch_size, len(cache))
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        torch.manual_seed(cfg.seed + step * 7919 + info.rank)
+        ids, segments, targets = (
+            info.shard(list(x))
+            for x in commit_batch(cache, indices, config, g, cfg.class_dropout, info.device)
+        )
+        ids, segments, targets = torch.stack(ids), torch.stack(segments), torch.stack(targets)
+        with autocast:
+            logits = train_model(ids, segments)[:, 2:, :k].float()  # [B, N, K]
+            loss = F.cross_entropy(logits.reshape(-1, k), targets.reshape(-1),
+                                   label_smoothing=cfg.label_smoothing)  # fmt: skip
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        ema.decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        ema.update(model)
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            mean_loss = float(all_reduce_mean(loss.detach(), info))  # every rank takes part
+        if info.is_main and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+            masked = ids[:, 2:] != targets
+            acc = (logits.argmax(-1) == targets).float()
+            record = {"step": step, "lr": lr, "loss": mean_loss,
+                      "masked_accuracy": float(acc[masked].mean()) if masked.any() else 1.0,
+                      "seconds": time.perf_counter() - t0}  # fmt: skip
+            log.write(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['masked_accuracy']:.2f}")
+        done = step + 1
+        final = done == cfg.steps or done == cfg.stop_at
+        if (done % cfg.checkpoint_every == 0 or final) and info.is_main:
+            save_training_state(out, done, {"transformer": model}, {"transformer": opt},
+                                {"transformer": ema})  # fmt: skip
+            metadata = {"kind": "magvit", "transformer_steps": done, "data": cfg.data,
+                        "tokenizer": tok_ckpt.metadata, "tasks": list(tasks)}  # fmt: skip
+            save_checkpoint(out, config, tok_ckpt.tokenizer_state, ema.shadow, metadata)
+            records = [r for r in log.read() if "loss" in r]
+            plot_curves(records, ["loss", "masked_accuracy"], out / "curves.png", "transformer")
+            _samples(out, cfg, config)
+    return out
+
+
+@torch.no_grad()
+def _samples(out: Path, cfg: TransformerTrainConfig, config) -> None:
+    """One generated clip per task on held-out data, as a PNG grid."""
+    pipe = MagvitPipeline.from_checkpoint(out)
+    video, label = make_dataset(cfg.data, config, "eval", num_clips=1)[0]
+    rows = [("input", video)]
+    for code in config.tasks:
+        task = get_task(code)
+        result = pipe.generate(code, video[None] if task.needs_video else None,
+                               [label], [0], DecodeOptions())  # fmt: skip
+        rows.append((code, result[0]))
+    save_grid(rows, out / "samples.png")
