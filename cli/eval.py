@@ -1,0 +1,48 @@
+"""`magvit eval`: metrics of a checkpoint on held-out clips (default: the shipped checkpoint on
+held-out synthetic clips)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cli.main import CliError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint on held-out clips")
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped one")
+    p.add_argument("--data", default="synthetic", help="'synthetic' or a folder of videos")
+    p.add_argument("--num-clips", type=int, default=32)
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--fvd-real", type=Path, help="I3D features of real clips (npz 'features')")
+    p.add_argument("--fvd-fake", type=Path, help="I3D features of generated clips")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.checkpoint import CheckpointError
+    from models.decoding import DecodeOptions
+    from models.pipeline import MagvitPipeline
+    from training.datasets import make_dataset
+    from training.evaluate import evaluate, fvd_from_files
+
+    if args.num_clips < 1:
+        raise CliError("--num-clips must be at least 1")
+    try:
+        pipe = MagvitPipeline.from_checkpoint(args.checkpoint, args.device)
+        dataset = make_dataset(args.data, pipe.config, "eval", num_clips=args.num_clips)
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        raise CliError(str(err)) from None
+    n = min(args.num_clips, len(dataset))
+    report = evaluate(pipe, dataset, n, args.seed, DecodeOptions(steps=args.steps))
+    if args.fvd_real or args.fvd_fake:
+        if not (args.fvd_real and args.fvd_fake):
+            raise CliError("--fvd-real and --fvd-fake go together")
+        report["fvd"] = fvd_from_files(args.fvd_real, args.fvd_fake)
+    print(json.dumps(report, indent=2) if args.json else report)
+    return 0

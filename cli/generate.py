@@ -1,0 +1,99 @@
+"""`magvit generate TASK --input VIDEO --output OUT`: run one task on one video."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli.main import CliError
+from models.tasks import TASK_CODES
+
+
+def add_parser(sub) -> None:
+    from models.config import CONFIGS
+
+    p = sub.add_parser("generate", help="run a task on a video and write the result")
+    p.add_argument("task", choices=TASK_CODES, help="task code")
+    p.add_argument("--input", type=Path, help="input video (mp4, webm, gif, avi, mov, mkv)")
+    p.add_argument("--output", type=Path, required=True, help="output: .mp4, .webm, .gif or .npz")
+    p.add_argument("--class-id", type=int, default=None, help="class for cg and cfp")
+    p.add_argument("--steps", type=int, default=12, help="decoding steps (default 12)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--choice-temperature", type=float, default=4.5)
+    p.add_argument("--guidance-scale", type=float, default=0.0)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--fps", type=int, default=8, help="frame rate of the output")
+    p.add_argument("--no-paste", action="store_true", help="do not paste condition pixels back")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: shipped)")
+    src.add_argument("--config", choices=sorted(CONFIGS), help="preset, with --random-init")
+    p.add_argument("--random-init", action="store_true", help="random weights (for testing)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.set_defaults(run=run)
+
+
+def _load_pipeline(args: argparse.Namespace):
+    from models.checkpoint import CheckpointError
+    from models.pipeline import MagvitPipeline
+
+    if args.config or args.random_init:
+        if not (args.config and args.random_init):
+            raise CliError("--config and --random-init go together")
+        return MagvitPipeline.random_init(args.config, args.device, seed=args.seed)
+    try:
+        return MagvitPipeline.from_checkpoint(args.checkpoint, args.device)
+    except CheckpointError as err:
+        raise CliError(str(err)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from media import FORMATS, MediaError, read_video, write_video
+    from models.decoding import DecodeOptions
+    from models.pipeline import InvalidInput
+
+    fmt = args.output.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise CliError(f"unsupported output format {args.output.suffix!r}; use {sorted(FORMATS)}")
+    try:
+        options = DecodeOptions(
+            steps=args.steps,
+            temperature=args.temperature,
+            choice_temperature=args.choice_temperature,
+            top_k=args.top_k,
+            guidance_scale=args.guidance_scale,
+        )
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    pipe = _load_pipeline(args)
+    try:
+        task = pipe.task(args.task)
+        video = None
+        if task.needs_video:
+            if args.input is None:
+                raise CliError(f"task {args.task!r} needs --input")
+            if not args.input.is_file():
+                raise CliError(f"input not found: {args.input}")
+            frames = read_video(args.input, max_frames=pipe.config.num_frames).frames
+            video = pipe.prepare_video(frames, args.task)[None]
+        with tqdm(total=options.steps, desc=f"{args.task} decoding", unit="step") as bar:
+            out = pipe.generate(
+                args.task,
+                video,
+                [args.class_id],
+                [args.seed],
+                options,
+                progress=lambda info: bar.update(1),
+                paste_condition=not args.no_paste,
+            )
+    except (InvalidInput, MediaError) as err:
+        raise CliError(str(err)) from None
+    except torch.cuda.OutOfMemoryError:
+        raise CliError("out of GPU memory") from None
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    write_video(args.output, pipe.video_to_uint8(out)[0], fps=args.fps)
+    print(f"wrote {args.output}")
+    return 0

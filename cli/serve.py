@@ -1,0 +1,45 @@
+"""`magvit serve`: the HTTP service (uvicorn + FastAPI) on a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli.main import CliError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="run the HTTP service")
+    p.add_argument("--host", default=None, help="default 127.0.0.1 (MAGVIT_HOST)")
+    p.add_argument("--port", type=int, default=None, help="default 8000 (MAGVIT_PORT)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped one")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--queue", default=None, help="sqlite:///path (default under --data-dir)")
+    p.add_argument("--workers", type=int, default=None, help="engine workers; 0 = API only")
+    p.add_argument("--data-dir", type=Path, default=None, help="jobs, inputs and results")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from models.checkpoint import CheckpointError
+    from service.app import create_app
+    from service.settings import Settings
+
+    overrides = {"host": args.host, "port": args.port, "checkpoint": args.checkpoint,
+                 "device": args.device, "queue_url": args.queue, "workers": args.workers,
+                 "data_dir": args.data_dir}  # fmt: skip
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        if settings.queue_url and not settings.queue_url.startswith("sqlite:///"):
+            raise CliError(f"unsupported queue URL {settings.queue_url!r} (use sqlite:///path)")
+        app = create_app(settings)
+    except ValidationError as err:
+        raise CliError(f"invalid settings: {err}") from None
+    except CheckpointError as err:
+        raise CliError(str(err)) from None
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+                timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5)  # fmt: skip
+    return 0

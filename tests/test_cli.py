@@ -1,0 +1,109 @@
+"""The `magvit` command line: info, generate, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from cli.main import main
+
+
+def _write_clip(path: Path, frames: int = 10, size: int = 32) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            img = np.zeros((size, size, 3), np.uint8)
+            img[:, (i * 2) % size : (i * 2) % size + 6] = 255
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def test_info_json_lists_presets_and_tasks(capsys):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert set(info["configs"]) >= {"tiny", "default", "magvit-b", "magvit-l"}
+    assert [t["code"] for t in info["tasks"]] == [
+        "fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cg", "cfp"
+    ]  # fmt: skip
+    b = info["configs"]["magvit-b"]
+    assert b["video"] == [16, 128, 128] and b["tokens"] == [4, 16, 16]
+    assert b["codebook_size"] == 1024
+    assert abs(b["params"]["total"] / 128e6 - 1) < 0.05
+    assert abs(info["configs"]["magvit-l"]["params"]["total"] / 464e6 - 1) < 0.05
+    d = info["configs"]["default"]
+    assert d["params"]["total"] == d["params"]["tokenizer"] + d["params"]["transformer"]
+
+
+@pytest.mark.parametrize("ext", ["mp4", "npz"])
+def test_generate_writes_a_video(tmp_path, ext, capsys):
+    clip = _write_clip(tmp_path / "in.mp4")
+    out = tmp_path / f"out.{ext}"
+    args = ["generate", "opc", "--input", str(clip), "--output", str(out), "--steps", "2",
+            "--config", "tiny", "--random-init"]  # fmt: skip
+    assert main(args) == 0
+    assert out.is_file() and out.stat().st_size > 0
+    if ext == "npz":
+        video = np.load(out, allow_pickle=False)["video"]
+        assert video.shape == (8, 16, 16, 3) and video.dtype == np.uint8
+
+
+def test_generate_class_task_without_input(tmp_path):
+    out = tmp_path / "cg.gif"
+    args = ["generate", "cg", "--class-id", "1", "--output", str(out), "--steps", "2",
+            "--config", "tiny", "--random-init"]  # fmt: skip
+    assert main(args) == 0 and out.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--input", "missing.mp4"], "input not found"),
+        (["--input", "{garbage}"], "video"),
+        (["--input", "{clip}", "--output", "{tmp}/x.txt"], "unsupported output format"),
+        (["--input", "{clip}", "--steps", "0"], "steps"),
+        (["--input", "{clip}", "--checkpoint", "{tmp}"], "not a checkpoint"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tmp_path, capsys, extra, message):
+    clip = _write_clip(tmp_path / "in.mp4")
+    (tmp_path / "garbage.mp4").write_bytes(np.random.bytes(5000))
+    subs = {"clip": str(clip), "garbage": str(tmp_path / "garbage.mp4"), "tmp": str(tmp_path)}
+    extra = [e.format(**subs) for e in extra]
+    args = ["generate", "fp", "--output", str(tmp_path / "o.mp4"), *extra]
+    if "--checkpoint" not in extra:
+        args += ["--config", "tiny", "--random-init"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    exe = Path(sys.executable).with_name("magvit")
+    proc = subprocess.run(
+        [
+            str(exe),
+            "generate",
+            "cg",
+            "--output",
+            str(tmp_path / "o.mp4"),
+            "--config",
+            "tiny",
+            "--random-init",
+            "--steps",
+            "1",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "needs a class id" in proc.stderr and "Traceback" not in proc.stderr
