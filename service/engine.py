@@ -1,0 +1,92 @@
+"""The engine: the only part of the service that touches the model (and the GPU).
+
+It runs one batch at a time, in a worker thread, so the event loop stays free. A batch is a list
+of requests that share task and decoding options; each keeps its own seed and class.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.decoding import DecodeOptions, StepInfo
+from models.pipeline import InvalidInput, MagvitPipeline
+
+__all__ = ["Cancelled", "Engine", "EngineRequest", "InvalidInput"]
+
+
+class Cancelled(Exception):
+    """Every request of a running batch was cancelled."""
+
+
+@dataclass
+class EngineRequest:
+    task: str
+    frames: np.ndarray | None  # uint8 [T, H, W, 3] as uploaded (first frames only)
+    class_id: int | None
+    seed: int
+
+
+# (step, num_steps, preview PNG bytes per request or None) -> False to stop the batch
+StepCallback = Callable[[int, int, list[bytes] | None], bool]
+
+
+class Engine:
+    def __init__(self, pipeline: MagvitPipeline) -> None:
+        self.pipeline = pipeline
+        self.config = pipeline.config
+        self._lock = threading.Lock()  # one batch at a time per device
+
+    @classmethod
+    def load(cls, checkpoint: Path | None, device: str) -> Engine:
+        return cls(MagvitPipeline.from_checkpoint(checkpoint, device))
+
+    def warmup(self) -> None:
+        """One short generation, so the first request does not pay for lazy initialisation."""
+        self.run([EngineRequest("cg" if "cg" in self.config.tasks else self.config.tasks[0],
+                                None if "cg" in self.config.tasks else
+                                np.zeros((self.config.num_frames, *self.config.frame_size, 3),
+                                         np.uint8), 0, 0)],
+                 DecodeOptions(steps=1))  # fmt: skip
+
+    def run(
+        self,
+        requests: list[EngineRequest],
+        options: DecodeOptions,
+        on_step: StepCallback | None = None,
+        preview: bool = False,
+    ) -> list[np.ndarray]:
+        """Generate; returns uint8 videos [T, H, W, 3], one per request."""
+        task = requests[0].task
+        pipe = self.pipeline
+        with self._lock, torch.inference_mode():
+            videos = None
+            if pipe.task(task).needs_video:
+                videos = torch.stack([pipe.prepare_video(r.frames, task) for r in requests])
+
+            def progress(info: StepInfo) -> None:
+                previews = None
+                if preview:
+                    tokens = info.tokens.view(len(requests), *self.config.token_shape)
+                    previews = [_png(v) for v in pipe.video_to_uint8(pipe.decode_tokens(tokens))]
+                if on_step is not None and on_step(info.step, info.num_steps, previews) is False:
+                    raise Cancelled
+
+            out = pipe.generate(task, videos, [r.class_id for r in requests],
+                                [r.seed for r in requests], options, progress)  # fmt: skip
+        return list(pipe.video_to_uint8(out))
+
+
+def _png(video: np.ndarray) -> bytes:
+    """The middle frame of a uint8 video [T, H, W, 3] as PNG."""
+    import imageio.v3 as iio
+
+    buf = io.BytesIO()
+    iio.imwrite(buf, video[video.shape[0] // 2], extension=".png")
+    return buf.getvalue()

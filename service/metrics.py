@@ -1,0 +1,29 @@
+"""Prometheus metrics (prefix magvit_, base units), on the service's own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("magvit_requests_total", "HTTP requests by task and status code",
+                                ["task", "status"], registry=r)  # fmt: skip
+        self.jobs = Counter("magvit_jobs_total", "Jobs that reached a final status", ["status"],
+                            registry=r)  # fmt: skip
+        self.queue_depth = Gauge("magvit_queue_depth", "Jobs waiting in the queue", registry=r)
+        self.queue_wait = Histogram("magvit_queue_wait_seconds", "Time from enqueue to start",
+                                    buckets=_LATENCY, registry=r)  # fmt: skip
+        self.inference = Histogram("magvit_inference_seconds", "Model time per batch",
+                                   buckets=_LATENCY, registry=r)  # fmt: skip
+        sizes = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
+        self.batch_size = Histogram("magvit_batch_size", "Requests per model batch",
+                                    buckets=sizes, registry=r)  # fmt: skip
+        self.decode = Histogram("magvit_video_decode_seconds", "Decoding an uploaded video",
+                                buckets=_LATENCY, registry=r)  # fmt: skip
+        self.encode = Histogram("magvit_video_encode_seconds", "Encoding a result video",
+                                buckets=_LATENCY, registry=r)  # fmt: skip

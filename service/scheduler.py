@@ -1,0 +1,207 @@
+"""The scheduler: takes batches of compatible jobs from the queue and runs them on the engine.
+
+Compatible = the same batch key (task and decoding options). A worker claims the oldest job,
+waits up to `max_wait_ms` from that job's arrival for more of its kind (up to
+`max_batch_size`), runs the batch in a thread, stores results, and renews its lease meanwhile.
+Policy only: no HTTP here and no model code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from media import encode_video
+from media.npz import read_npz
+from models.decoding import DecodeOptions
+from service.engine import Cancelled, Engine, EngineRequest, InvalidInput
+from service.metrics import Metrics
+from service.queue import Job, SqliteQueue
+from service.settings import Settings
+
+log = logging.getLogger("magvit.scheduler")
+
+
+@dataclass
+class LiveState:
+    """In-process view of running jobs for event streams: step and latest preview."""
+
+    step: dict[str, tuple[int, int]] = field(default_factory=dict)
+    preview: dict[str, bytes] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def touch(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+class Scheduler:
+    def __init__(self, queue: SqliteQueue, engine: Engine | None, settings: Settings,
+                 metrics: Metrics) -> None:  # fmt: skip
+        self.queue = queue
+        self.engine = engine
+        self.settings = settings
+        self.metrics = metrics
+        self.live = LiveState()
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self._tasks: list[asyncio.Task] = []
+        self._running: set[str] = set()
+
+    # --------------------------------------------------------------------------- files
+    def input_path(self, job_id: str) -> Path:
+        return self.settings.inputs_dir / f"{job_id}.npz"
+
+    def result_path(self, job_id: str, fmt: str) -> Path:
+        return self.settings.results_dir / f"{job_id}.{fmt}"
+
+    # ----------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for i in range(self.settings.workers if self.engine else 0):
+            self._tasks.append(loop.create_task(self._worker(i)))
+        self._tasks.append(loop.create_task(self._janitor()))
+
+    async def stop(self) -> None:
+        """Stop taking work, let running batches finish within the drain timeout, then give
+        unfinished jobs back to the queue."""
+        self.stopping = True
+        self.wake.set()
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while self._running and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self._running:
+            self.queue.release(sorted(self._running))
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def notify(self) -> None:
+        self.wake.set()
+
+    # -------------------------------------------------------------------------- workers
+    async def _next_batch(self) -> list[Job]:
+        s = self.settings
+        while not self.stopping:
+            key = self.queue.oldest_batch_key()
+            if key is not None:
+                first = self.queue.claim(1, s.lease_seconds, key)
+                if first:
+                    batch = first
+                    deadline = first[0].created_at + s.max_wait_ms / 1000
+                    while len(batch) < s.max_batch_size and not self.stopping:
+                        batch += self.queue.claim(
+                            s.max_batch_size - len(batch), s.lease_seconds, key
+                        )
+                        if len(batch) >= s.max_batch_size or time.time() >= deadline:
+                            break
+                        await asyncio.sleep(min(0.01, max(0.0, deadline - time.time())))
+                    return batch
+            self.wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=0.5)
+        return []
+
+    async def _worker(self, index: int) -> None:
+        while not self.stopping:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            ids = [j.id for j in batch]
+            self._running.update(ids)
+            try:
+                await self._run_batch(batch)
+            except Exception:  # never let one batch kill the worker
+                log.exception("batch failed")
+                for job in batch:
+                    self.queue.fail(job.id, "internal error while generating")
+            finally:
+                self._running.difference_update(ids)
+                for i in ids:
+                    self.live.step.pop(i, None)
+                self.live.touch()
+
+    async def _run_batch(self, batch: list[Job]) -> None:
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        for job in batch:
+            self.metrics.queue_wait.observe(max(0.0, now - job.created_at))
+        params = batch[0].params
+        options = DecodeOptions(steps=params["steps"], temperature=params["temperature"],
+                                choice_temperature=params["choice_temperature"],
+                                guidance_scale=params["guidance_scale"])  # fmt: skip
+        requests, jobs = [], []
+        for job in batch:
+            frames = None
+            path = self.input_path(job.id)
+            if path.is_file():
+                frames = read_npz(path.read_bytes())
+            requests.append(EngineRequest(job.task, frames, job.params.get("class_id"),
+                                          job.params["seed"]))  # fmt: skip
+            jobs.append(job)
+        preview = any(j.params.get("preview") for j in jobs)
+        last_renew = [time.monotonic()]
+
+        def on_step(step: int, total: int, previews: list[bytes] | None) -> bool:
+            # Runs in the engine thread: record progress, renew leases, honour cancellation.
+            alive = False
+            for k, job in enumerate(jobs):
+                current = self.queue.get(job.id)
+                if current is None or current.status != "in_progress":
+                    continue
+                alive = True
+                self.queue.set_progress(job.id, round(100 * step / total, 1))
+                self.live.step[job.id] = (step, total)
+                if previews is not None:
+                    self.live.preview[job.id] = previews[k]
+            if time.monotonic() - last_renew[0] > self.settings.lease_seconds / 3:
+                self.queue.renew([j.id for j in jobs], self.settings.lease_seconds)
+                last_renew[0] = time.monotonic()
+            loop.call_soon_threadsafe(self.live.touch)
+            return alive
+
+        self.metrics.batch_size.observe(len(jobs))
+        start = time.perf_counter()
+        try:
+            videos = await asyncio.to_thread(self.engine.run, requests, options, on_step, preview)
+        except Cancelled:
+            return
+        except InvalidInput as err:
+            for job in jobs:
+                self.queue.fail(job.id, f"invalid input: {err}")
+                self.metrics.jobs.labels("failed").inc()
+            return
+        self.metrics.inference.observe(time.perf_counter() - start)
+        for job, video in zip(jobs, videos, strict=True):
+            fmt = job.params["format"]
+            t0 = time.perf_counter()
+            data = await asyncio.to_thread(encode_video, video, fmt)
+            self.metrics.encode.observe(time.perf_counter() - t0)
+            path = self.result_path(job.id, fmt)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+            self.queue.complete(job.id, fmt)
+            final = self.queue.get(job.id)
+            self.metrics.jobs.labels(final.status if final else "completed").inc()
+            self.input_path(job.id).unlink(missing_ok=True)
+
+    # -------------------------------------------------------------------------- janitor
+    async def _janitor(self) -> None:
+        """Deletes results past their time-to-live, every minute."""
+        while not self.stopping:
+            for job_id in self.queue.expire(time.time() - self.settings.result_ttl_s):
+                for path in self.settings.results_dir.glob(f"{job_id}.*"):
+                    path.unlink(missing_ok=True)
+                self.input_path(job_id).unlink(missing_ok=True)
+                self.live.preview.pop(job_id, None)
+            self.metrics.queue_depth.set(self.queue.depth())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.sleep(60), timeout=61)

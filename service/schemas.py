@@ -1,0 +1,81 @@
+"""Request and response models of the API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from models.config import ModelConfig
+from models.tasks import TASKS
+from service.queue import Job
+
+
+class GenerationParams(BaseModel):
+    seed: int
+    steps: int
+    temperature: float
+    choice_temperature: float
+    guidance_scale: float
+    class_id: int | None
+    format: str
+
+
+def _time(t: float | None) -> datetime | None:
+    return datetime.fromtimestamp(t, UTC) if t is not None else None
+
+
+class JobOut(BaseModel):
+    id: str
+    url: str
+    task: str
+    status: Literal["queued", "in_progress", "completed", "failed", "cancelled"]
+    progress: float
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    seed: int
+    format: str
+    result_url: str | None
+
+    @classmethod
+    def from_job(cls, job: Job, url: str) -> JobOut:
+        return cls(
+            id=job.id, url=url, task=job.task, status=job.status, progress=job.progress,
+            attempts=job.attempts, created_at=_time(job.created_at),
+            started_at=_time(job.started_at), finished_at=_time(job.finished_at),
+            error=job.error, seed=job.params["seed"], format=job.params["format"],
+            result_url=f"{url}/result" if job.status == "completed" else None,
+        )  # fmt: skip
+
+
+class TaskInfo(BaseModel):
+    code: str
+    name: str
+    description: str
+    needs_video: bool
+    needs_class: bool
+    input_frames: int
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskInfo]
+    video_shape: list[int]  # [T, H, W]
+    token_shape: list[int]
+    num_classes: int
+    cond_frames: int
+
+    @classmethod
+    def build(cls, config: ModelConfig) -> TaskList:
+        tasks = [
+            TaskInfo(code=t.code, name=t.name, description=t.description,
+                     needs_video=t.needs_video, needs_class=t.needs_class,
+                     input_frames=t.num_input_frames(config.num_frames, config.cond_frames))
+            for code, t in TASKS.items() if code in config.tasks
+        ]  # fmt: skip
+        return cls(tasks=tasks, video_shape=list(config.video_shape),
+                   token_shape=list(config.token_shape), num_classes=config.num_classes,
+                   cond_frames=config.cond_frames)  # fmt: skip

@@ -1,0 +1,63 @@
+"""All service settings in one pydantic-settings object (environment prefix MAGVIT_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MAGVIT_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    checkpoint: Path | None = None  # None: the shipped default checkpoint
+    device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
+    queue_url: str | None = None  # sqlite:///path (default: <data_dir>/jobs.sqlite3)
+    workers: int = Field(1, ge=0, le=16)  # in-process engine workers; 0 = API only
+    data_dir: Path = Path("data")
+
+    api_keys: Annotated[list[str], NoDecode] = []
+    auth_health: bool = False  # whether /healthz, /readyz and /metrics need a key
+    cors_origins: Annotated[list[str], NoDecode] = []
+
+    max_batch_size: int = Field(4, ge=1, le=64)
+    max_wait_ms: int = Field(50, ge=0, le=10_000)
+    max_queue: int = Field(64, ge=1)
+    request_timeout_s: float = Field(300.0, gt=0)
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_video_pixels: int = Field(3840 * 2160, ge=64)
+    max_video_frames: int = Field(1024, ge=1)
+    max_video_seconds: float = Field(600.0, gt=0)
+    decode_timeout_s: float = Field(20.0, gt=0)
+    max_steps: int = Field(64, ge=1)
+    result_ttl_s: float = Field(86_400.0, gt=0)
+    job_max_attempts: int = Field(3, ge=1)
+    lease_seconds: float = Field(60.0, gt=0)
+    drain_timeout_s: float = Field(30.0, ge=0)
+    preview_every: int = Field(1, ge=1)
+    warmup: bool = True
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value):
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @property
+    def sqlite_path(self) -> Path:
+        if self.queue_url and self.queue_url.startswith("sqlite:///"):
+            return Path(self.queue_url[len("sqlite:///") :])
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+    @property
+    def inputs_dir(self) -> Path:
+        return self.data_dir / "inputs"

@@ -1,0 +1,81 @@
+"""A real uvicorn server on loopback with the tiny model."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from models.checkpoint import save_checkpoint
+from models.pipeline import MagvitPipeline
+from service.app import create_app
+from service.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    pipe = MagvitPipeline.random_init("tiny", seed=0)
+    path = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(path, pipe.config, pipe.tokenizer.state_dict(), pipe.transformer.state_dict())
+    return path
+
+
+class Server:
+    """uvicorn in a thread; `stop()` shuts it down gracefully."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port,
+                                log_level="warning")  # fmt: skip
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{settings.port}"
+
+    def start(self, ready: bool = True) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"{self.url}/readyz" if ready else f"{self.url}/healthz", timeout=1)
+                if r.status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def make_settings(checkpoint: Path, data_dir: Path, **overrides) -> Settings:
+    base = {"checkpoint": checkpoint, "data_dir": data_dir, "port": free_port(), "device": "cpu",
+            "max_wait_ms": 50, "max_batch_size": 4}  # fmt: skip
+    return Settings(**(base | overrides))
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, tmp_path_factory) -> Iterator[Server]:
+    srv = Server(make_settings(tiny_checkpoint, tmp_path_factory.mktemp("data"))).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture()
+def client(server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c

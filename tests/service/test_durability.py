@@ -1,0 +1,94 @@
+"""Jobs survive restarts, leases expire, the queue bounds itself, requests are batched."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+import time
+
+import httpx
+
+from service.queue import SqliteQueue, batch_key
+from tests.service.conftest import Server, make_settings
+from tests.support import videos
+
+CLIP = videos.clip("mp4", frames=10)
+
+
+def _wait_done(client: httpx.Client, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("completed", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_jobs_survive_a_restart(tiny_checkpoint, tmp_path):
+    api = Server(make_settings(tiny_checkpoint, tmp_path, workers=0)).start()
+    with httpx.Client(base_url=api.url, timeout=30) as c:
+        fp = c.post("/v1/jobs", data={"task": "fp", "steps": "2"},
+                    files={"video": ("a.mp4", CLIP)}).json()  # fmt: skip
+        cg = c.post("/v1/jobs", data={"task": "cg", "class_id": "2", "steps": "2"}).json()
+        gone = c.post("/v1/jobs", data={"task": "cg", "class_id": "1", "steps": "2"}).json()
+        assert c.delete(f"/v1/jobs/{gone['id']}").json()["status"] == "cancelled"
+        assert c.get(f"/v1/jobs/{fp['id']}").json()["status"] == "queued"
+    api.stop()
+
+    # A worker that claimed a job and died: its lease expires and the job runs again.
+    queue = SqliteQueue(tmp_path / "jobs.sqlite3")
+    params = {"seed": 1, "steps": 2, "temperature": 1.0, "choice_temperature": 4.5,
+              "guidance_scale": 0.0, "class_id": 3, "format": "mp4"}  # fmt: skip
+    crashed, _ = queue.enqueue("cg", params, batch_key("cg", params))
+    assert [j.id for j in queue.claim(10, lease_s=0.2, batch_key=batch_key("cg", params))]
+    queue.close()
+    time.sleep(0.3)
+
+    full = Server(make_settings(tiny_checkpoint, tmp_path)).start()
+    with httpx.Client(base_url=full.url, timeout=30) as c:
+        for job_id in (fp["id"], cg["id"], crashed.id):
+            done = _wait_done(c, job_id)
+            assert done["status"] == "completed", done
+        assert c.get(f"/v1/jobs/{crashed.id}").json()["attempts"] == 2
+        assert c.get(f"/v1/jobs/{gone['id']}").json()["status"] == "cancelled"
+        assert c.get(f"/v1/jobs/{fp['id']}/result").status_code == 200
+    full.stop()
+
+
+def test_dead_letter_after_max_attempts(tmp_path):
+    queue = SqliteQueue(tmp_path / "q.sqlite3", max_attempts=2)
+    params = {"steps": 2, "temperature": 1.0, "choice_temperature": 4.5, "guidance_scale": 0.0}
+    job, _ = queue.enqueue("cg", params, batch_key("cg", params))
+    for _ in range(2):
+        assert queue.claim(1, lease_s=0.0)
+        time.sleep(0.01)
+    assert queue.claim(1, lease_s=0.0) == []
+    dead = queue.get(job.id)
+    assert dead.status == "failed" and "dead-lettered" in dead.error
+
+
+def test_queue_full_answers_429(tiny_checkpoint, tmp_path):
+    api = Server(make_settings(tiny_checkpoint, tmp_path, workers=0, max_queue=2)).start()
+    with httpx.Client(base_url=api.url, timeout=30) as c:
+        codes = [c.post("/v1/jobs", data={"task": "cg", "class_id": "0"}).status_code
+                 for _ in range(3)]  # fmt: skip
+        assert codes == [202, 202, 429]
+        r = c.post("/v1/tasks/cg", data={"class_id": "0"})
+        assert r.status_code == 429 and r.headers["retry-after"]
+        assert r.json()["error"]["type"] == "queue_full"
+    api.stop()
+
+
+def test_concurrent_requests_are_batched(server):
+    def one(seed: int) -> int:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            return c.post("/v1/tasks/cg", data={"class_id": "1", "seed": str(seed),
+                                                "steps": "3"}).status_code  # fmt: skip
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(one, range(8))) == [200] * 8
+    metrics = httpx.get(f"{server.url}/metrics").text
+    le1 = float(re.search(r'magvit_batch_size_bucket\{le="1.0"\} (\S+)', metrics).group(1))
+    count = float(re.search(r"magvit_batch_size_count (\S+)", metrics).group(1))
+    assert count > le1, "no batch held more than one request"

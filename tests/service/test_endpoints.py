@@ -1,0 +1,100 @@
+"""Every endpoint over real HTTP, all ten tasks, jobs and their events."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from media import decode_video
+from models.tasks import TASK_CODES, TASKS
+from tests.support import videos
+
+CLIP = videos.clip("mp4", frames=10)
+
+
+def _files(code: str) -> dict:
+    return {"video": ("clip.mp4", CLIP, "video/mp4")} if TASKS[code].needs_video else {}
+
+
+def _data(code: str, **extra) -> dict:
+    data = {"steps": "2", "seed": "7"} | extra
+    if TASKS[code].needs_class:
+        data["class_id"] = "1"
+    return data
+
+
+@pytest.mark.parametrize("code", TASK_CODES)
+def test_every_task_answers_with_a_video(client, code):
+    r = client.post(f"/v1/tasks/{code}", data=_data(code), files=_files(code))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "video/mp4"
+    assert r.headers["x-seed"] == "7"
+    assert float(r.headers["x-inference-seconds"]) >= 0
+    video = decode_video(r.content).frames
+    assert video.shape == (8, 16, 16, 3)
+
+
+def test_same_seed_same_video_and_formats(client):
+    a = client.post("/v1/tasks/cg", data=_data("cg", format="npz"))
+    b = client.post("/v1/tasks/cg", data=_data("cg", format="npz"))
+    assert a.headers["content-type"] == "application/x-npz"
+    assert a.content == b.content
+    for fmt, mime in (("gif", "image/gif"), ("webm", "video/webm")):
+        r = client.post("/v1/tasks/cg", data=_data("cg", format=fmt))
+        assert r.status_code == 200 and r.headers["content-type"] == mime
+
+
+def test_task_list_health_and_openapi(client):
+    info = client.get("/v1/tasks").json()
+    assert [t["code"] for t in info["tasks"]] == list(TASK_CODES)
+    assert info["video_shape"] == [8, 16, 16]
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    schema = client.get("/openapi.json").json()
+    ops = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
+    assert {f"run_{c}" for c in TASK_CODES} <= ops
+
+
+def test_job_lifecycle_with_events_and_idempotency(client):
+    headers = {"Idempotency-Key": "abc-1"}
+    r = client.post("/v1/jobs", data=_data("fp", task="fp", preview="true"), files=_files("fp"),
+                    headers=headers)  # fmt: skip
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"].endswith(f"/v1/jobs/{job['id']}")
+    again = client.post("/v1/jobs", data=_data("fp", task="fp"), files=_files("fp"),
+                        headers=headers)  # fmt: skip
+    assert again.json()["id"] == job["id"]
+    events = []
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events", params={"preview": 1}) as s:
+        for line in s.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    assert events[-1]["status"] == "completed"
+    assert events[-1]["progress"] == 100
+    status = client.get(f"/v1/jobs/{job['id']}").json()
+    assert status["status"] == "completed" and status["result_url"]
+    result = client.get(f"/v1/jobs/{job['id']}/result")
+    assert result.status_code == 200 and len(result.content) > 100
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 409
+
+
+def test_unknown_jobs_and_routes(client):
+    for path in ("/v1/jobs/nope", "/v1/jobs/nope/result", "/v1/jobs/nope/events", "/v1/nothing"):
+        r = client.get(path)
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found"
+    r = client.put("/v1/tasks/fp")
+    assert r.status_code == 405 and "error" in r.json()
+
+
+def test_metrics_show_requests_and_batches(client):
+    body = client.get("/metrics").text
+    for name in ("magvit_requests_total", "magvit_queue_depth", "magvit_queue_wait_seconds",
+                 "magvit_inference_seconds", "magvit_batch_size", "magvit_video_decode_seconds",
+                 "magvit_video_encode_seconds"):  # fmt: skip
+        assert name in body
+    depth = re.search(r"^magvit_queue_depth (\S+)$", body, re.M)
+    assert depth and float(depth.group(1)) >= 0
+    assert re.search(r'magvit_requests_total\{status="200",task="cg"\} [1-9]', body)

@@ -1,0 +1,90 @@
+"""Readiness, request timeouts, result expiry and draining."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from service.queue import SqliteQueue, batch_key
+from service.scheduler import Scheduler
+from tests.service.conftest import Server, make_settings
+
+PARAMS = {"seed": 1, "steps": 1, "temperature": 1.0, "choice_temperature": 4.5,
+          "guidance_scale": 0.0, "class_id": 0, "format": "mp4"}  # fmt: skip
+
+
+def test_not_ready_when_the_model_cannot_load(tiny_checkpoint, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text((tiny_checkpoint / "config.json").read_text())
+    (broken / "tokenizer.safetensors").write_bytes(b"not weights")
+    srv = Server(make_settings(broken, tmp_path / "data")).start(ready=False)
+    try:
+        time.sleep(0.5)
+        r = httpx.get(f"{srv.url}/readyz")
+        assert r.status_code == 503 and "failed to load" in r.json()["error"]["message"]
+        assert httpx.get(f"{srv.url}/healthz").status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_synchronous_request_times_out_with_503(tiny_checkpoint, tmp_path):
+    # No workers: nothing will run the job, so the request must give up on time.
+    srv = Server(make_settings(tiny_checkpoint, tmp_path, workers=0,
+                               request_timeout_s=0.5)).start()  # fmt: skip
+    try:
+        start = time.monotonic()
+        r = httpx.post(f"{srv.url}/v1/tasks/cg", data={"class_id": "1"}, timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"]
+        assert time.monotonic() - start < 5
+        counts = SqliteQueue(tmp_path / "jobs.sqlite3").counts()
+        assert counts["cancelled"] == 1 and counts["queued"] == 0
+    finally:
+        srv.stop()
+
+
+def test_results_expire(tiny_checkpoint, tmp_path):
+    settings = make_settings(tiny_checkpoint, tmp_path, result_ttl_s=0.01)
+    queue = SqliteQueue(settings.sqlite_path)
+    job, _ = queue.enqueue("cg", PARAMS, batch_key("cg", PARAMS))
+    queue.claim(1, 60)
+    queue.complete(job.id, "mp4")
+    result = settings.results_dir / f"{job.id}.mp4"
+    result.parent.mkdir(parents=True)
+    result.write_bytes(b"video")
+
+    async def janitor_once():
+        scheduler = Scheduler(queue, None, settings, _metrics())
+        task = asyncio.create_task(scheduler._janitor())
+        await asyncio.sleep(0.2)
+        scheduler.stopping = True
+        task.cancel()
+
+    time.sleep(0.05)
+    asyncio.run(janitor_once())
+    assert not result.exists() and queue.get(job.id) is None
+
+
+def test_shutdown_gives_unfinished_jobs_back(tmp_path):
+    queue = SqliteQueue(tmp_path / "q.sqlite3")
+    job, _ = queue.enqueue("cg", PARAMS, batch_key("cg", PARAMS))
+    claimed = queue.claim(1, 60)
+    assert claimed and queue.get(job.id).status == "in_progress"
+
+    async def stop_with_running_job():
+        scheduler = Scheduler(queue, None, make_settings(tmp_path, tmp_path, drain_timeout_s=0.1),
+                              _metrics())  # fmt: skip
+        scheduler._running.add(job.id)  # a batch that will not finish within the drain timeout
+        await scheduler.stop()
+
+    asyncio.run(stop_with_running_job())
+    again = queue.get(job.id)
+    assert again.status == "queued" and again.attempts == 0
+
+
+def _metrics():
+    from service.metrics import Metrics
+
+    return Metrics()

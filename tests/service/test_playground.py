@@ -1,0 +1,88 @@
+"""The playground page in a real headless Chromium: run a task, see the result, see errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.service.conftest import Server, make_settings
+from tests.support import videos
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="no Chromium: `make test` installs Debian's "
+        "chromium package; this machine could not",
+    ),  # fmt: skip
+]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+def test_run_a_task_and_see_errors(browser, server):
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    page.click("label[data-code=opc]")
+    clip = videos.clip("webm", frames=10)
+    page.set_input_files("#video-file", files=[{"name": "clip.webm", "mimeType": "video/webm",
+                                                 "buffer": clip}])  # fmt: skip
+    page.fill("input[name=steps]", "2")
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#result-video').duration > 0", timeout=60_000)
+    assert page.is_visible("#download")
+    assert page.get_attribute("#download", "href").startswith("blob:")
+    assert page.inner_text("#status") == "completed"
+
+    bad = np.random.default_rng(3).bytes(4000)
+    expected = httpx.post(f"{server.url}/v1/jobs", data={"task": "opc"},
+                          files={"video": ("bad.mp4", bad)}).json()["error"]["message"]  # fmt: skip
+    page.set_input_files("#video-file", files=[{"name": "bad.mp4", "mimeType": "video/mp4",
+                                                 "buffer": bad}])  # fmt: skip
+    page.click("#run")
+    page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    assert page.inner_text("#error") == expected
+    page.close()
+
+
+def test_page_with_api_keys(browser, tiny_checkpoint, tmp_path):
+    srv = Server(make_settings(tiny_checkpoint, tmp_path, api_keys=["s3cret"])).start()
+    try:
+        page = browser.new_page()
+        page.goto(srv.url + "/")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "API key" in page.inner_text("#error")
+        page.fill("#api-key", "s3cret")
+        page.dispatch_event("#api-key", "change")
+        page.wait_for_selector("label[data-code=cg]")
+        page.wait_for_load_state("networkidle")
+        page.click("label[data-code=cg]")
+        page.fill("input[name=steps]", "1")
+        page.click("#run")
+        page.wait_for_function("document.querySelector('#result-video').duration > 0",
+                               timeout=60_000)  # fmt: skip
+        assert page.is_hidden("#error")
+        page.close()
+    finally:
+        srv.stop()
