@@ -16,6 +16,7 @@ COMMANDS: tuple[str, ...] = (
     "info",
     "generate",
     "serve",
+    "worker",
     "train",
     "eval",
     "parity",

@@ -14,7 +14,11 @@ def add_parser(sub) -> None:
     p.add_argument("--port", type=int, default=None, help="default 8000 (MAGVIT_PORT)")
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped one")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    p.add_argument("--queue", default=None, help="sqlite:///path (default under --data-dir)")
+    p.add_argument(
+        "--queue",
+        default=None,
+        help="sqlite:///PATH (default: in --data-dir) or redis://HOST:PORT/DB",
+    )
     p.add_argument("--workers", type=int, default=None, help="engine workers; 0 = API only")
     p.add_argument("--data-dir", type=Path, default=None, help="jobs, inputs and results")
     p.set_defaults(run=run)
@@ -33,8 +37,6 @@ def run(args: argparse.Namespace) -> int:
                  "data_dir": args.data_dir}  # fmt: skip
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
-        if settings.queue_url and not settings.queue_url.startswith("sqlite:///"):
-            raise CliError(f"unsupported queue URL {settings.queue_url!r} (use sqlite:///path)")
         app = create_app(settings)
     except ValidationError as err:
         raise CliError(f"invalid settings: {err}") from None

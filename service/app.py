@@ -19,7 +19,7 @@ from models.config import ModelConfig
 from service import errors, routes
 from service.errors import ApiError, error_response
 from service.metrics import Metrics
-from service.queue import SqliteQueue
+from service.queue import JobQueue, open_queue
 from service.scheduler import Scheduler
 from service.settings import Settings
 
@@ -31,7 +31,7 @@ STATIC = Path(__file__).parent / "static"
 class AppState:
     settings: Settings
     config: ModelConfig
-    queue: SqliteQueue
+    queue: JobQueue
     scheduler: Scheduler
     metrics: Metrics
     ready: bool = False
@@ -99,7 +99,8 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     config = engine.config if engine is not None else read_config(checkpoint)[0]
     metrics = Metrics()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    queue = SqliteQueue(settings.sqlite_path, settings.job_max_attempts)
+    queue = open_queue(settings.queue_url, settings.data_dir, settings.job_max_attempts,
+                       settings.result_ttl_s)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -16,6 +16,14 @@ class Metrics:
         self.jobs = Counter("magvit_jobs_total", "Jobs that reached a final status", ["status"],
                             registry=r)  # fmt: skip
         self.queue_depth = Gauge("magvit_queue_depth", "Jobs waiting in the queue", registry=r)
+        self.queue_pending = Gauge("magvit_queue_pending", "Jobs claimed by a worker, unfinished",
+                                   registry=r)  # fmt: skip
+        self.queue_lag = Gauge("magvit_queue_lag", "Entries no worker has read yet (consumer-group"
+                               " lag)", registry=r)  # fmt: skip
+        self.queue_redeliveries = Gauge("magvit_queue_redeliveries", "Deliveries taken over from"
+                                        " a worker that stopped", registry=r)  # fmt: skip
+        self.queue_dead_letters = Gauge("magvit_queue_dead_letters", "Jobs given up after too"
+                                        " many deliveries", registry=r)  # fmt: skip
         self.queue_wait = Histogram("magvit_queue_wait_seconds", "Time from enqueue to start",
                                     buckets=_LATENCY, registry=r)  # fmt: skip
         self.inference = Histogram("magvit_inference_seconds", "Model time per batch",
@@ -27,3 +35,11 @@ class Metrics:
                                 buckets=_LATENCY, registry=r)  # fmt: skip
         self.encode = Histogram("magvit_video_encode_seconds", "Encoding a result video",
                                 buckets=_LATENCY, registry=r)  # fmt: skip
+
+    def observe_queue(self, stats: dict[str, int]) -> None:
+        """Set the queue gauges from a backend's `stats()`."""
+        self.queue_depth.set(stats["depth"])
+        self.queue_pending.set(stats["pending"])
+        self.queue_lag.set(stats["lag"])
+        self.queue_redeliveries.set(stats["redeliveries"])
+        self.queue_dead_letters.set(stats["dead_letters"])

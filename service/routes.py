@@ -80,9 +80,7 @@ async def _submit(
         raise ApiError(429, "the queue is full; retry later", headers={"Retry-After": "5"})
     job_id = uuid.uuid4().hex
     if frames is not None:
-        path = st.scheduler.input_path(job_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        await run_in_threadpool(path.write_bytes, write_npz(frames))
+        await run_in_threadpool(st.queue.put_input, job_id, write_npz(frames))
     body = params.model_dump() | {"preview": preview}
     try:
         job, created = st.queue.enqueue(code, body, batch_key(code, body), idempotency_key,
@@ -92,7 +90,7 @@ async def _submit(
             429, "the queue is full; retry later", headers={"Retry-After": "5"}
         ) from None
     if not created and frames is not None:
-        st.scheduler.input_path(job_id).unlink(missing_ok=True)
+        st.queue.delete_input(job_id)
     st.scheduler.notify()
     return job, created
 
@@ -133,14 +131,14 @@ def _get_job(request: Request, job_id: str) -> Job:
 
 
 def _result(request: Request, job: Job) -> Response:
-    path = state(request).scheduler.result_path(job.id, job.result_format)
-    if not path.is_file():
+    data = state(request).queue.get_result(job.id)
+    if data is None:
         raise ApiError(404, "the result has expired")
     headers = {"X-Job-Id": job.id, "X-Seed": str(job.params["seed"])}
     if job.started_at and job.finished_at:
         headers["X-Queue-Wait-Seconds"] = f"{job.started_at - job.created_at:.3f}"
         headers["X-Inference-Seconds"] = f"{job.finished_at - job.started_at:.3f}"
-    return Response(path.read_bytes(), media_type=FORMATS[job.result_format], headers=headers)
+    return Response(data, media_type=FORMATS[job.result_format], headers=headers)
 
 
 # -------------------------------------------------------------------------------- routes
@@ -254,15 +252,15 @@ async def job_events(request: Request, job_id: str, preview: bool = False):
             job = st.queue.get(job_id)
             if job is None:
                 return
-            step = st.scheduler.live.step.get(job_id)
+            step = (job.step, job.num_steps) if job.num_steps else None
             snapshot = (job.status, job.progress, step)
             if snapshot != last:
                 data: dict[str, Any] = {"id": job.id, "status": job.status,
                                         "progress": job.progress}  # fmt: skip
                 if step:
                     data["step"], data["num_steps"] = step
-                png = st.scheduler.live.preview.get(job_id) if preview else None
-                if png is not None and png is not sent_preview:
+                png = st.queue.get_preview(job_id) if preview and not job.done else None
+                if png is not None and png != sent_preview:
                     data["preview"] = "data:image/png;base64," + base64.b64encode(png).decode()
                     sent_preview = png
                 kind = "status" if job.done else "progress"
@@ -272,7 +270,7 @@ async def job_events(request: Request, job_id: str, preview: bool = False):
                 return
             if await request.is_disconnected():
                 return
-            await _wait(st, 1.0)
+            await _wait(st, 0.25)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})  # fmt: skip
@@ -306,7 +304,7 @@ async def readyz(request: Request):
 @meta.get("/metrics", tags=["meta"], summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request):
     st = state(request)
-    st.metrics.queue_depth.set(st.queue.depth())
+    st.metrics.observe_queue(await run_in_threadpool(st.queue.stats))
     return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -3,6 +3,7 @@
 Compatible = the same batch key (task and decoding options). A worker claims the oldest job,
 waits up to `max_wait_ms` from that job's arrival for more of its kind (up to
 `max_batch_size`), runs the batch in a thread, stores results, and renews its lease meanwhile.
+The same loop runs inside `magvit serve` and in `magvit worker` processes.
 Policy only: no HTTP here and no model code.
 """
 
@@ -12,15 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from media import encode_video
 from media.npz import read_npz
 from models.decoding import DecodeOptions
 from service.engine import Cancelled, Engine, EngineRequest, InvalidInput
 from service.metrics import Metrics
-from service.queue import Job, SqliteQueue
+from service.queue import Job, JobQueue
 from service.settings import Settings
 
 log = logging.getLogger("magvit.scheduler")
@@ -28,11 +28,10 @@ log = logging.getLogger("magvit.scheduler")
 
 @dataclass
 class LiveState:
-    """In-process view of running jobs for event streams: step and latest preview."""
+    """Wakes in-process waiters (synchronous requests, event streams) when a job moves; waiters
+    on other machines poll the queue."""
 
-    step: dict[str, tuple[int, int]] = field(default_factory=dict)
-    preview: dict[str, bytes] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event
 
     def touch(self) -> None:
         self.changed.set()
@@ -40,24 +39,17 @@ class LiveState:
 
 
 class Scheduler:
-    def __init__(self, queue: SqliteQueue, engine: Engine | None, settings: Settings,
+    def __init__(self, queue: JobQueue, engine: Engine | None, settings: Settings,
                  metrics: Metrics) -> None:  # fmt: skip
         self.queue = queue
         self.engine = engine
         self.settings = settings
         self.metrics = metrics
-        self.live = LiveState()
+        self.live = LiveState(asyncio.Event())
         self.wake = asyncio.Event()
         self.stopping = False
         self._tasks: list[asyncio.Task] = []
         self._running: set[str] = set()
-
-    # --------------------------------------------------------------------------- files
-    def input_path(self, job_id: str) -> Path:
-        return self.settings.inputs_dir / f"{job_id}.npz"
-
-    def result_path(self, job_id: str, fmt: str) -> Path:
-        return self.settings.results_dir / f"{job_id}.{fmt}"
 
     # ----------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -89,28 +81,24 @@ class Scheduler:
     async def _next_batch(self) -> list[Job]:
         s = self.settings
         while not self.stopping:
-            key = self.queue.oldest_batch_key()
-            if key is not None:
-                first = self.queue.claim(1, s.lease_seconds, key)
-                if first:
-                    batch = first
-                    deadline = first[0].created_at + s.max_wait_ms / 1000
-                    while len(batch) < s.max_batch_size and not self.stopping:
-                        batch += self.queue.claim(
-                            s.max_batch_size - len(batch), s.lease_seconds, key
-                        )
-                        if len(batch) >= s.max_batch_size or time.time() >= deadline:
-                            break
-                        await asyncio.sleep(min(0.01, max(0.0, deadline - time.time())))
-                    return batch
             self.wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=0.5)
+            batch = await asyncio.to_thread(self.queue.claim_batch, s.max_batch_size,
+                                            s.max_wait_ms / 1000, s.lease_seconds, 0.5)  # fmt: skip
+            if batch:
+                return batch
+            if not self.queue.blocking:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=0.5)
         return []
 
     async def _worker(self, index: int) -> None:
         while not self.stopping:
-            batch = await self._next_batch()
+            try:
+                batch = await self._next_batch()
+            except Exception as err:  # the queue is unreachable: wait and try again
+                log.warning("could not claim jobs: %s", err)
+                await asyncio.sleep(1.0)
+                continue
             if not batch:
                 continue
             ids = [j.id for j in batch]
@@ -120,11 +108,10 @@ class Scheduler:
             except Exception:  # never let one batch kill the worker
                 log.exception("batch failed")
                 for job in batch:
-                    self.queue.fail(job.id, "internal error while generating")
+                    with contextlib.suppress(Exception):
+                        self.queue.fail(job.id, "internal error while generating")
             finally:
                 self._running.difference_update(ids)
-                for i in ids:
-                    self.live.step.pop(i, None)
                 self.live.touch()
 
     async def _run_batch(self, batch: list[Job]) -> None:
@@ -138,10 +125,8 @@ class Scheduler:
                                 guidance_scale=params["guidance_scale"])  # fmt: skip
         requests, jobs = [], []
         for job in batch:
-            frames = None
-            path = self.input_path(job.id)
-            if path.is_file():
-                frames = read_npz(path.read_bytes())
+            data = await asyncio.to_thread(self.queue.get_input, job.id)
+            frames = read_npz(data) if data else None
             requests.append(EngineRequest(job.task, frames, job.params.get("class_id"),
                                           job.params["seed"]))  # fmt: skip
             jobs.append(job)
@@ -156,10 +141,9 @@ class Scheduler:
                 if current is None or current.status != "in_progress":
                     continue
                 alive = True
-                self.queue.set_progress(job.id, round(100 * step / total, 1))
-                self.live.step[job.id] = (step, total)
+                self.queue.set_progress(job.id, step, total)
                 if previews is not None:
-                    self.live.preview[job.id] = previews[k]
+                    self.queue.set_preview(job.id, previews[k])
             if time.monotonic() - last_renew[0] > self.settings.lease_seconds / 3:
                 self.queue.renew([j.id for j in jobs], self.settings.lease_seconds)
                 last_renew[0] = time.monotonic()
@@ -183,25 +167,23 @@ class Scheduler:
             t0 = time.perf_counter()
             data = await asyncio.to_thread(encode_video, video, fmt)
             self.metrics.encode.observe(time.perf_counter() - t0)
-            path = self.result_path(job.id, fmt)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
-            self.queue.complete(job.id, fmt)
+            await asyncio.to_thread(self.queue.put_result, job.id, data)
+            await asyncio.to_thread(self.queue.complete, job.id, fmt)  # after the result
             final = self.queue.get(job.id)
             self.metrics.jobs.labels(final.status if final else "completed").inc()
-            self.input_path(job.id).unlink(missing_ok=True)
 
     # -------------------------------------------------------------------------- janitor
     async def _janitor(self) -> None:
-        """Deletes results past their time-to-live, every minute."""
+        """Deletes jobs and results past their time-to-live and refreshes the queue gauges."""
+        last_expiry = 0.0
         while not self.stopping:
-            for job_id in self.queue.expire(time.time() - self.settings.result_ttl_s):
-                for path in self.settings.results_dir.glob(f"{job_id}.*"):
-                    path.unlink(missing_ok=True)
-                self.input_path(job_id).unlink(missing_ok=True)
-                self.live.preview.pop(job_id, None)
-            self.metrics.queue_depth.set(self.queue.depth())
+            try:
+                if time.monotonic() - last_expiry >= 60:
+                    await asyncio.to_thread(self.queue.expire,
+                                            time.time() - self.settings.result_ttl_s)  # fmt: skip
+                    last_expiry = time.monotonic()
+                self.metrics.observe_queue(await asyncio.to_thread(self.queue.stats))
+            except Exception as err:  # the queue is unreachable: try again later
+                log.warning("queue maintenance failed: %s", err)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.sleep(60), timeout=61)
+                await asyncio.wait_for(asyncio.sleep(5), timeout=6)

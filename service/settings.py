@@ -16,7 +16,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     checkpoint: Path | None = None  # None: the shipped default checkpoint
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
-    queue_url: str | None = None  # sqlite:///path (default: <data_dir>/jobs.sqlite3)
+    # sqlite:///PATH (default: <data_dir>/jobs.sqlite3) or redis://HOST:PORT/DB (many machines)
+    queue_url: str | None = Field(None, pattern=r"^(sqlite:///.+|rediss?://.+|unix://.+)$")
     workers: int = Field(1, ge=0, le=16)  # in-process engine workers; 0 = API only
     data_dir: Path = Path("data")
 
@@ -47,17 +48,3 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
-
-    @property
-    def sqlite_path(self) -> Path:
-        if self.queue_url and self.queue_url.startswith("sqlite:///"):
-            return Path(self.queue_url[len("sqlite:///") :])
-        return self.data_dir / "jobs.sqlite3"
-
-    @property
-    def results_dir(self) -> Path:
-        return self.data_dir / "results"
-
-    @property
-    def inputs_dir(self) -> Path:
-        return self.data_dir / "inputs"

@@ -47,13 +47,12 @@ def test_synchronous_request_times_out_with_503(tiny_checkpoint, tmp_path):
 
 def test_results_expire(tiny_checkpoint, tmp_path):
     settings = make_settings(tiny_checkpoint, tmp_path, result_ttl_s=0.01)
-    queue = SqliteQueue(settings.sqlite_path)
+    queue = SqliteQueue(tmp_path / "jobs.sqlite3")
     job, _ = queue.enqueue("cg", PARAMS, batch_key("cg", PARAMS))
     queue.claim(1, 60)
+    queue.put_result(job.id, b"video")
     queue.complete(job.id, "mp4")
-    result = settings.results_dir / f"{job.id}.mp4"
-    result.parent.mkdir(parents=True)
-    result.write_bytes(b"video")
+    assert queue.get_result(job.id) == b"video"
 
     async def janitor_once():
         scheduler = Scheduler(queue, None, settings, _metrics())
@@ -64,7 +63,7 @@ def test_results_expire(tiny_checkpoint, tmp_path):
 
     time.sleep(0.05)
     asyncio.run(janitor_once())
-    assert not result.exists() and queue.get(job.id) is None
+    assert queue.get_result(job.id) is None and queue.get(job.id) is None
 
 
 def test_shutdown_gives_unfinished_jobs_back(tmp_path):

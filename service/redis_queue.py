@@ -1,0 +1,359 @@
+"""The Redis Streams backend of the job queue: API replicas and GPU workers on many machines.
+
+Keys (prefix `magvit:` by default):
+    jobs           stream of job ids; consumer group `workers`
+    dead           dead-letter stream: jobs delivered `max_attempts` times, with the reason
+    queued         sorted set of waiting job ids by arrival (the queue depth)
+    job:<id>       hash: the job's fields (status, params, attempts, progress, worker, ...)
+    input:<id>     the uploaded frames (npz); result:<id> the video; preview:<id> the latest PNG
+    idem:<key>     idempotency key -> job id
+    redeliveries   count of deliveries taken over from a worker that stopped renewing
+
+A worker reads with XREADGROUP (COUNT = its batch, BLOCK = its wait) and XACKs an entry only
+after the job's result is stored; while it works it renews its claim (XCLAIM resets the idle
+time). XAUTOCLAIM hands the entries of a worker that stopped renewing for a lease to another
+worker. State changes that must not race (claim, finish, cancel) are Lua scripts. Finished jobs,
+results and idempotency keys expire after the result time-to-live, so any replica answers for any
+job until then. Connections retry with backoff, and a consumer group lost with a restarted Redis
+is created again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from service.queue import Job, QueueFull, worker_name
+
+GROUP = "workers"
+
+# KEYS: job hash, queued set. ARGV: max attempts, worker, stream entry id, now, job id.
+# Returns the new attempt count, -1 if the job is no longer wanted, -2 if it is used up.
+_CLAIM = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if s ~= 'queued' and s ~= 'in_progress' then return -1 end
+local a = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+if a >= tonumber(ARGV[1]) then return -2 end
+redis.call('HSET', KEYS[1], 'status', 'in_progress', 'worker', ARGV[2], 'msg', ARGV[3])
+redis.call('HSETNX', KEYS[1], 'started_at', ARGV[4])
+redis.call('ZREM', KEYS[2], ARGV[5])
+return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+"""
+
+# KEYS: job hash, queued set, input, preview, result. ARGV: new status, now, error, format,
+# time-to-live, job id, allowed old statuses (space separated). Returns the old status.
+_FINISH = """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return false end
+if string.find(' ' .. ARGV[7] .. ' ', ' ' .. s .. ' ', 1, true) then
+  redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2], 'error', ARGV[3],
+             'result_format', ARGV[4])
+  if ARGV[1] == 'completed' then redis.call('HSET', KEYS[1], 'progress', '100') end
+  redis.call('ZREM', KEYS[2], ARGV[6])
+  redis.call('DEL', KEYS[3], KEYS[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('EXPIRE', KEYS[5], ARGV[5]) end
+end
+return s
+"""
+
+# KEYS: job hash, queued set. ARGV: job id. Back to the queue, the attempt not counted.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'in_progress' then return 0 end
+local a = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '1')
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', math.max(a - 1, 0))
+redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'created_at'), ARGV[1])
+return 1
+"""
+
+
+class RedisQueue:
+    blocking = True
+
+    def __init__(self, url: str, max_attempts: int = 3, result_ttl_s: float = 86_400.0,
+                 consumer: str | None = None, prefix: str = "magvit") -> None:  # fmt: skip
+        retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=30)
+        self.r = redis.Redis.from_url(
+            url, retry=retry, retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_connect_timeout=2, socket_timeout=15, health_check_interval=10,
+        )  # fmt: skip
+        self.max_attempts = max_attempts
+        self.ttl = max(1, int(result_ttl_s))
+        self.worker = consumer or worker_name()
+        self.p = prefix
+        self.stream, self.dead, self.queued = f"{prefix}:jobs", f"{prefix}:dead", f"{prefix}:queued"
+        self._claim = self.r.register_script(_CLAIM)
+        self._finish_script = self.r.register_script(_FINISH)
+        self._release = self.r.register_script(_RELEASE)
+        self._buffer: list[Job] = []  # claimed by this worker, not yet handed out
+        self._lock = threading.Lock()
+        self._group_ready = False
+
+    # ------------------------------------------------------------------------------ keys
+    def _k(self, kind: str, job_id: str) -> str:
+        return f"{self.p}:{kind}:{job_id}"
+
+    def close(self) -> None:
+        self.r.close()
+
+    def _ensure_group(self) -> None:
+        try:
+            self.r.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+        except ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+        self._group_ready = True
+
+    # ------------------------------------------------------------------------------ jobs
+    def _job(self, h: dict[bytes, bytes]) -> Job | None:
+        if not h or b"id" not in h:
+            return None
+        d = {k.decode(): v.decode() for k, v in h.items()}
+
+        def opt(name: str) -> str | None:
+            return d.get(name) or None
+
+        return Job(
+            id=d["id"], task=d["task"], params=json.loads(d["params"]),
+            batch_key=d["batch_key"], status=d["status"], progress=float(d.get("progress", 0)),
+            attempts=int(d.get("attempts", 0)), created_at=float(d["created_at"]),
+            started_at=float(d["started_at"]) if opt("started_at") else None,
+            finished_at=float(d["finished_at"]) if opt("finished_at") else None,
+            error=opt("error"), result_format=opt("result_format"),
+            idempotency_key=opt("idempotency_key"), step=int(d.get("step", 0)),
+            num_steps=int(d.get("num_steps", 0)), worker=opt("worker"),
+        )  # fmt: skip
+
+    def get(self, job_id: str) -> Job | None:
+        return self._job(self.r.hgetall(self._k("job", job_id)))
+
+    def find(self, idempotency_key: str) -> Job | None:
+        job_id = self.r.get(self._k("idem", idempotency_key))
+        return self.get(job_id.decode()) if job_id else None
+
+    def enqueue(self, task, params, batch_key, idempotency_key=None, max_depth=1 << 30,
+                job_id=None):  # fmt: skip
+        """Returns (job, created): an existing job for a known idempotency key."""
+        if idempotency_key and (existing := self.find(idempotency_key)):
+            return existing, False
+        if self.r.zcard(self.queued) >= max_depth:
+            raise QueueFull
+        job = Job(job_id or uuid.uuid4().hex, task, params, batch_key,
+                  idempotency_key=idempotency_key)  # fmt: skip
+        if idempotency_key and not self.r.set(self._k("idem", idempotency_key), job.id, nx=True,
+                                              ex=self.ttl):  # fmt: skip
+            return self.find(idempotency_key) or job, False  # another replica won the race
+        fields = {"id": job.id, "task": task, "params": json.dumps(params),
+                  "batch_key": batch_key, "status": "queued", "progress": 0, "attempts": 0,
+                  "step": 0, "num_steps": 0, "created_at": repr(job.created_at),
+                  "idempotency_key": idempotency_key or ""}  # fmt: skip
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self._k("job", job.id), mapping=fields)
+            pipe.zadd(self.queued, {job.id: job.created_at})
+            pipe.xadd(self.stream, {"id": job.id})
+            pipe.execute()
+        return job, True
+
+    # ---------------------------------------------------------------------------- claims
+    def claim_batch(self, max_batch, max_wait_s, lease_s, block_s=0.5):
+        """Jobs of one batch key, oldest first: from this worker's claimed buffer, else taken
+        over from stopped workers (XAUTOCLAIM) and read from the stream (XREADGROUP), waiting up
+        to `block_s` for a first job and until `max_wait_s` after its arrival for more."""
+        with self._lock:
+            if not self._buffer:
+                self._fill(max_batch, max_wait_s, lease_s, block_s)
+            if not self._buffer:
+                return []
+            key = self._buffer[0].batch_key
+            batch = [j for j in self._buffer if j.batch_key == key][:max_batch]
+            taken = {j.id for j in batch}
+            self._buffer = [j for j in self._buffer if j.id not in taken]
+            return batch
+
+    def _fill(self, max_batch: int, max_wait_s: float, lease_s: float, block_s: float) -> None:
+        if not self._group_ready:
+            self._ensure_group()
+        jobs = self._accept(self._autoclaim(lease_s, max_batch), redelivered=True)
+        if len(jobs) < max_batch:
+            block_ms = 1 if jobs else max(1, int(block_s * 1000))
+            jobs += self._accept(self._read(max_batch - len(jobs), block_ms))
+        if jobs and max_wait_s > 0:
+            deadline = min(j.created_at for j in jobs) + max_wait_s
+            while len(jobs) < max_batch and (left := deadline - time.time()) > 0:
+                more = self._read(max_batch - len(jobs), max(1, int(left * 1000)))
+                if not more:
+                    break
+                jobs += self._accept(more)
+        jobs.sort(key=lambda j: j.created_at)
+        self._buffer.extend(jobs)
+
+    def _read(self, count: int, block_ms: int) -> list[tuple[bytes, dict]]:
+        try:
+            resp = self.r.xreadgroup(GROUP, self.worker, {self.stream: ">"}, count=count,
+                                     block=block_ms)  # fmt: skip
+        except ResponseError as err:
+            if "NOGROUP" not in str(err):
+                raise
+            self._ensure_group()  # Redis lost the stream (restarted without persistence)
+            return []
+        return [(mid, fields) for _, entries in (resp or []) for mid, fields in entries]
+
+    def _autoclaim(self, lease_s: float, count: int) -> list[tuple[bytes, dict]]:
+        try:
+            resp = self.r.xautoclaim(self.stream, GROUP, self.worker,
+                                     min_idle_time=int(lease_s * 1000), start_id="0-0",
+                                     count=count)  # fmt: skip
+        except ResponseError as err:
+            if "NOGROUP" not in str(err):
+                raise
+            self._ensure_group()
+            return []
+        entries = [(mid, fields) for mid, fields in resp[1] if fields]
+        if entries:
+            self.r.incrby(f"{self.p}:redeliveries", len(entries))
+        return entries
+
+    def _accept(self, entries: list[tuple[bytes, dict]], redelivered: bool = False) -> list[Job]:
+        jobs = []
+        for mid, fields in entries:
+            job_id = fields[b"id"].decode()
+            msg = mid.decode()
+            keys = [self._k("job", job_id), self.queued]
+            attempts = self._claim(keys=keys, args=[self.max_attempts, self.worker, msg,
+                                                     repr(time.time()), job_id])  # fmt: skip
+            if attempts == -1:  # cancelled, expired or already finished
+                self._ack(msg)
+            elif attempts == -2:
+                self._dead_letter(msg, job_id)
+            elif job := self.get(job_id):
+                jobs.append(job)
+        return jobs
+
+    def _ack(self, msg: str | None) -> None:
+        if msg:
+            with self.r.pipeline(transaction=True) as pipe:
+                pipe.xack(self.stream, GROUP, msg)
+                pipe.xdel(self.stream, msg)
+                pipe.execute()
+
+    def _dead_letter(self, msg: str, job_id: str) -> None:
+        job = self.get(job_id)
+        attempts = job.attempts if job else self.max_attempts
+        reason = f"gave up after {attempts} attempts (dead-lettered)"
+        self.r.xadd(self.dead, {"id": job_id, "task": job.task if job else "", "reason": reason,
+                                "last_worker": (job.worker or "") if job else ""})  # fmt: skip
+        self._set_final(job_id, "failed", error=reason, allowed="queued in_progress")
+        self._ack(msg)
+
+    def renew(self, job_ids, lease_s):
+        """Reset the idle time of this worker's entries for these jobs and its buffered ones."""
+        with self._lock:
+            ids = set(job_ids) | {j.id for j in self._buffer}
+        msgs = []
+        for job_id in ids:
+            msg = self.r.hget(self._k("job", job_id), "msg")
+            if msg:
+                msgs.append(msg)
+        if msgs:
+            self.r.xclaim(self.stream, GROUP, self.worker, min_idle_time=0, message_ids=msgs,
+                          justid=True)  # fmt: skip
+
+    # --------------------------------------------------------------------------- finishing
+    def _set_final(self, job_id: str, status: str, error: str | None = None,
+                   result_format: str | None = None,
+                   allowed: str = "in_progress") -> str | None:  # fmt: skip
+        keys = [self._k("job", job_id), self.queued, self._k("input", job_id),
+                self._k("preview", job_id), self._k("result", job_id)]  # fmt: skip
+        old = self._finish_script(keys=keys, args=[status, repr(time.time()), error or "",
+                                                   result_format or "", self.ttl, job_id,
+                                                   allowed])  # fmt: skip
+        return old.decode() if old else None
+
+    def _finish(self, job_id: str, status: str, **kwargs) -> None:
+        msg = self.r.hget(self._k("job", job_id), "msg")
+        self._set_final(job_id, status, **kwargs)
+        self._ack(msg.decode() if msg else None)  # only now: the result is stored
+
+    def complete(self, job_id, result_format):
+        self._finish(job_id, "completed", result_format=result_format)
+
+    def fail(self, job_id, error):
+        self._finish(job_id, "failed", error=error)
+
+    def release(self, job_ids):
+        """Give claimed jobs back (shutdown): queued again at once, the attempt not counted."""
+        with self._lock:
+            ids = list(job_ids) + [j.id for j in self._buffer]
+            self._buffer = []
+        for job_id in ids:
+            msg = self.r.hget(self._k("job", job_id), "msg")
+            if self._release(keys=[self._k("job", job_id), self.queued], args=[job_id]):
+                self._ack(msg.decode() if msg else None)
+                self.r.xadd(self.stream, {"id": job_id})
+
+    def cancel(self, job_id):
+        self._set_final(job_id, "cancelled", allowed="queued in_progress")
+        return self.get(job_id)
+
+    # ------------------------------------------------------------------------------- data
+    def set_progress(self, job_id, step, num_steps):
+        self.r.hset(self._k("job", job_id), mapping={
+            "progress": round(100 * step / max(num_steps, 1), 1), "step": step,
+            "num_steps": num_steps})  # fmt: skip
+
+    def set_preview(self, job_id, png):
+        self.r.set(self._k("preview", job_id), png, ex=self.ttl)
+
+    def get_preview(self, job_id):
+        return self.r.get(self._k("preview", job_id))
+
+    def put_input(self, job_id, data):
+        self.r.set(self._k("input", job_id), data, ex=self.ttl)
+
+    def get_input(self, job_id):
+        return self.r.get(self._k("input", job_id))
+
+    def delete_input(self, job_id):
+        self.r.delete(self._k("input", job_id))
+
+    def put_result(self, job_id, data):
+        self.r.set(self._k("result", job_id), data, ex=self.ttl)
+
+    def get_result(self, job_id):
+        return self.r.get(self._k("result", job_id))
+
+    # ------------------------------------------------------------------------------ state
+    def depth(self):
+        return int(self.r.zcard(self.queued))
+
+    def expire(self, before):
+        return []  # Redis expires finished jobs, results and keys itself (time-to-live)
+
+    def stats(self) -> dict[str, int]:
+        """Depth, consumer-group lag and pending entries, redeliveries, dead letters."""
+        out: dict[str, Any] = {"depth": self.depth(), "pending": 0, "lag": 0}
+        try:
+            for group in self.r.xinfo_groups(self.stream):
+                if group["name"] in (GROUP, GROUP.encode()):
+                    out["pending"] = int(group.get("pending") or 0)
+                    out["lag"] = int(group.get("lag") or 0)
+        except ResponseError:  # no stream yet
+            pass
+        out["redeliveries"] = int(self.r.get(f"{self.p}:redeliveries") or 0)
+        out["dead_letters"] = int(self.r.xlen(self.dead))
+        return out
+
+    def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        """The latest dead-lettered jobs, newest first."""
+        rows = self.r.xrevrange(self.dead, count=count)
+        return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in rows]
