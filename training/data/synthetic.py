@@ -108,7 +108,8 @@ def render(rng: np.random.Generator, label: int, num_frames: int, size: int) -> 
         colour = PALETTE[rng.integers(len(PALETTE))]
         limit = size - sprite_size
         pos = rng.uniform(0, limit, size=2)  # (y, x)
-        fast, slow = rng.uniform(1.5, 3.5), rng.uniform(-0.5, 0.5)
+        # Speeds in pixels per frame at 64 x 64, scaled with the frame: the same motion at any size.
+        fast, slow = rng.uniform(1.5, 3.5) * size / 64, rng.uniform(-0.5, 0.5) * size / 64
         fast *= rng.choice([-1, 1])
         vel = np.array([slow, fast] if MOTIONS[motion] == "horizontal" else [fast, slow])
         for t in range(num_frames):
