@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--fvd-real", type=Path, help="I3D features of real clips (npz 'features')")
     p.add_argument("--fvd-fake", type=Path, help="I3D features of generated clips")
+    p.add_argument("--samples", type=Path, help="write a PNG: one sample for each task")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
 
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from models.decoding import DecodeOptions
     from models.pipeline import MagvitPipeline
     from training.datasets import make_dataset
-    from training.evaluate import evaluate, fvd_from_files
+    from training.evaluate import evaluate, fvd_from_files, task_samples
+    from training.logs import save_grid
 
     if args.num_clips < 1:
         raise CliError("--num-clips must be at least 1")
@@ -44,5 +46,11 @@ def run(args: argparse.Namespace) -> int:
         if not (args.fvd_real and args.fvd_fake):
             raise CliError("--fvd-real and --fvd-fake go together")
         report["fvd"] = fvd_from_files(args.fvd_real, args.fvd_fake)
+    if args.samples:
+        video, label = dataset[0]
+        rows = task_samples(pipe, video.to(pipe.device, pipe.dtype), label, args.seed,
+                            DecodeOptions(steps=args.steps))  # fmt: skip
+        args.samples.parent.mkdir(parents=True, exist_ok=True)
+        save_grid(rows, args.samples)
     print(json.dumps(report, indent=2) if args.json else report)
     return 0

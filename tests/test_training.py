@@ -191,6 +191,10 @@ def test_cli_train_then_generate(tmp_path):
     assert main(["generate", "cg", "--class-id", "2", "--checkpoint", str(tr), "--steps", "2",
                  "--output", str(out)]) == 0  # fmt: skip
     assert np.load(out)["video"].shape == (8, 16, 16, 3)
+    samples = tmp_path / "samples.png"
+    assert main(["eval", "--checkpoint", str(tr), "--num-clips", "2", "--steps", "2",
+                 "--samples", str(samples), "--json"]) == 0  # fmt: skip
+    assert samples.read_bytes().startswith(b"\x89PNG")
     assert (
         main(
             ["generate", "opc", "--checkpoint", str(tr), "--output", str(out), "--input", str(out)]

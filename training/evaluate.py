@@ -108,6 +108,25 @@ def evaluate(pipe: MagvitPipeline, dataset, num_clips: int, seed: int = 0,
     return report
 
 
+@torch.no_grad()
+def task_samples(
+    pipe: MagvitPipeline, video: torch.Tensor, label: int, seed: int = 0,
+    options: DecodeOptions = DecodeOptions(),
+) -> list[tuple[str, torch.Tensor]]:  # fmt: skip
+    """One sample per task the model serves, for a picture: the real clip [3, T, H, W], then
+    for each task its condition (what the model was given) and its output."""
+    cfg = pipe.config
+    rows = [(f"real (class {label})", video)]
+    for code in cfg.tasks:
+        task = get_task(code)
+        out = pipe.generate(code, video[None] if task.needs_video else None, [label], [seed],
+                            options)[0]  # fmt: skip
+        if task.needs_video:
+            rows.append((f"{code} input", task.condition_video(video[None], cfg.cond_frames)[0]))
+        rows.append((f"{code} output", out))
+    return rows
+
+
 def _baseline_name(code: str) -> str:
     """The condition video's padding is the baseline: for frame prediction it repeats the last
     given frame (copy-last-frame), for interpolation it blends, elsewhere it is edge/zero fill."""
