@@ -93,6 +93,7 @@ function selectTask(task) {
   $("class-row").hidden = !task.needs_class;
   $("guidance-row").hidden = !task.needs_class;
   $("video-inputs").hidden = !task.needs_video;
+  $("input-hint").textContent = task.needs_video ? "Upload a video or pick a sample." : "No video needed for this task.";
   $("input-hint").hidden = task.needs_video && !!state.inputUrl;
 }
 
