@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# The magvit service: one process (`magvit serve`) with the model, the batching scheduler and the
-# SQLite job queue under /data. GPU image by default; `--build-arg VARIANT=cpu` builds a CPU one.
+# The magvit image, one for every role: `magvit serve` (the API; with `--queue redis://...
+# --workers 0` it loads no model), `magvit worker` (the model, metrics on port 9100) or the
+# single-process service with its SQLite queue under /data. GPU image by default;
+# `--build-arg VARIANT=cpu` builds a CPU one.
 #   docker build -t magvit:0.1.0 .                                # CUDA 12.6 runtime + cu126 torch
 #   docker build -t magvit:0.1.0-cpu --build-arg VARIANT=cpu .    # Ubuntu + CPU torch
 # Both bases are Ubuntu 24.04, so the venv built in one stage runs on the same Python 3.12 in the
@@ -74,8 +76,9 @@ USER 10001:10001
 WORKDIR /data
 EXPOSE 8000
 VOLUME ["/data"]
-# Liveness only: loading and warming the model may take minutes (start period), and readiness
-# (/readyz) is for load balancers, not for restarting the container.
+# Liveness of `serve` only: loading and warming the model may take minutes (start period), and
+# readiness (/readyz) is for load balancers, not for restarting the container. A worker has no
+# HTTP API: compose overrides this with `healthcheck.py /metrics 9100`.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
     CMD ["/opt/venv/bin/python", "/opt/magvit/healthcheck.py", "/healthz"]
 ENTRYPOINT ["magvit"]

@@ -17,11 +17,13 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from service.redis_queue import GROUP, RedisQueue
 from service.settings import Settings
 from tests.deploy import kustomize
 from tests.deploy.dockerfile import (
@@ -39,6 +41,14 @@ OVERLAYS = ("cpu-dev", "gpu-prod")
 K8S_VERSION = "1.35"
 GPU = "nvidia.com/gpu"
 UVICORN_EXTRA_S = 5  # cli/serve.py: timeout_graceful_shutdown = drain_timeout_s + 5
+# A worker's margin after the drain: giving claimed jobs back, closing, a batch still on the GPU.
+WORKER_MARGIN_S = 10
+WORKLOADS = ("Deployment", "StatefulSet")
+API, WORKER, REDIS = "magvit-api", "magvit-worker", "magvit-redis"
+# The stream of service/redis_queue.py (its consumer group is GROUP); no connection is made.
+STREAM = RedisQueue("redis://unused:6379/0").stream
+# Read by service/queue.py (the Redis consumer name), not a Settings field.
+WORKER_NAME_ENV = "MAGVIT_WORKER_NAME"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -53,14 +63,29 @@ def overlay(name: str) -> tuple[dict, ...]:
     return rendered(f"overlays/{name}")
 
 
-def one(objects, kind: str, name: str | None = None) -> dict:
-    hits = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+def one(objects, kind: str | None, name: str | None = None) -> dict:
+    hits = [
+        o for o in objects if kind in (None, o["kind"]) and name in (None, o["metadata"]["name"])
+    ]
     assert len(hits) == 1, f"expected one {kind} {name or ''}, found {len(hits)}"
     return hits[0]
 
 
-def pod_spec(objects) -> dict:
-    return one(objects, "StatefulSet")["spec"]["template"]["spec"]
+def workloads(objects) -> list[dict]:
+    return [o for o in objects if o["kind"] in WORKLOADS]
+
+
+def workload(objects, name: str) -> dict:
+    return one(workloads(objects), None, name)
+
+
+def pod(objects, name: str) -> dict:
+    return workload(objects, name)["spec"]["template"]["spec"]
+
+
+def container(objects, name: str) -> dict:
+    (c,) = pod(objects, name)["containers"]
+    return c
 
 
 def config(objects) -> dict[str, str]:
@@ -69,6 +94,12 @@ def config(objects) -> dict[str, str]:
 
 def settings_env_names() -> set[str]:
     return {f"MAGVIT_{name.upper()}" for name in Settings.model_fields}
+
+
+def flag(args: list[str], name: str) -> str:
+    """The value after `name` in a command line."""
+    assert args.count(name) == 1, f"{name} in {args}"
+    return args[args.index(name) + 1]
 
 
 def validate_manifest(doc: dict) -> str:
@@ -337,10 +368,12 @@ def test_renderer_agrees_with_kubectl_kustomize(target, fixture_overlay):
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_overlays_validate_strictly_against_the_kubernetes_schemas(name):
     kinds = {o["kind"] for o in overlay(name)}
-    assert kinds == {"Namespace", "ServiceAccount", "ConfigMap", "PersistentVolumeClaim",
-                     "Service", "StatefulSet", "PodDisruptionBudget"}  # fmt: skip
+    core = {"Namespace", "ServiceAccount", "ConfigMap", "PersistentVolumeClaim", "Service",
+            "Deployment", "StatefulSet", "PodDisruptionBudget"}  # fmt: skip
+    assert kinds == (core | {"ScaledObject"} if name == "gpu-prod" else core)
     for doc in overlay(name):
-        assert validate_manifest(doc) == "schema", doc["kind"]
+        expected = "structure" if doc["kind"] == "ScaledObject" else "schema"
+        assert validate_manifest(doc) == expected, doc["kind"]
 
 
 def test_the_secret_template_validates_and_stays_out_of_every_kustomization():
@@ -350,18 +383,21 @@ def test_the_secret_template_validates_and_stays_out_of_every_kustomization():
     for kust in K8S.rglob("kustomization.yaml"):
         assert "secret.example.yaml" not in yaml.safe_load(kust.read_text())["resources"]
     for name in OVERLAYS:
-        assert all(o["kind"] != "Secret" for o in overlay(name))
-        ref = pod_spec(overlay(name))["containers"][0]["env"]
+        objects = overlay(name)
+        assert all(o["kind"] != "Secret" for o in objects)
+        ref = container(objects, API)["env"]
         (keys,) = [e["valueFrom"]["secretKeyRef"] for e in ref if e["name"] == "MAGVIT_API_KEYS"]
         assert keys["name"] == secret["metadata"]["name"] and keys["key"] in secret["stringData"]
         assert keys["optional"] is (name == "cpu-dev")  # production refuses to start without
+        # Workers serve no requests: they never see the keys.
+        assert all(e["name"] != "MAGVIT_API_KEYS" for e in container(objects, WORKER)["env"])
 
 
 def test_validation_is_strict_and_checks_custom_resources_by_structure():
-    sts = yaml.safe_load(yaml.safe_dump(one(overlay("gpu-prod"), "StatefulSet")))
-    sts["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}  # a typo
+    api = yaml.safe_load(yaml.safe_dump(workload(overlay("gpu-prod"), API)))
+    api["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}  # a typo
     with pytest.raises(kubernetes_validate.ValidationError):
-        validate_manifest(sts)
+        validate_manifest(api)
     monitor = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
@@ -376,61 +412,96 @@ def test_validation_is_strict_and_checks_custom_resources_by_structure():
 # ----------------------------------------------------------------------------- conventions
 
 
-@pytest.mark.parametrize("name", OVERLAYS)
-def test_every_container_has_probes_on_its_own_port(name):
-    pod = pod_spec(overlay(name))
-    for c in pod["containers"]:
-        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["httpGet"]["port"] in ports, probe
-        assert c["startupProbe"]["httpGet"]["path"] == "/readyz"
-        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        startup_budget = c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
-        assert startup_budget >= 300, "model loading and warm-up get at least five minutes"
-        env = {e["name"]: e.get("value") for e in c["env"]}
-        assert ports[c["livenessProbe"]["httpGet"]["port"]] == int(env["MAGVIT_PORT"])
-    # Probes send no key, so the probed endpoints must stay open.
-    assert config(overlay(name))["MAGVIT_AUTH_HEALTH"] == "false"
+def startup_budget(probe: dict) -> int:
+    return probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
-def test_gpus_are_requested_in_limits_only_and_only_in_gpu_prod(name):
-    pod = pod_spec(overlay(name))
-    (c,) = pod["containers"]
-    assert GPU not in c["resources"]["requests"]
-    assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and "memory" in c["resources"][
-        "limits"
-    ]
-    if name == "gpu-prod":
-        assert c["resources"]["limits"][GPU] == 1
-        assert pod["nodeSelector"] == {f"{GPU}.present": "true"}
-        assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
-        assert config(overlay(name))["MAGVIT_DEVICE"] == "cuda"
-        assert not kustomize.split_image(c["image"])[1].endswith("-cpu")
-    else:
-        assert GPU not in c["resources"]["limits"] and "nodeSelector" not in pod
-        assert config(overlay(name))["MAGVIT_DEVICE"] == "cpu"
-        assert kustomize.split_image(c["image"])[1].endswith("-cpu")  # the CPU image variant
-
-
-@pytest.mark.parametrize("name", OVERLAYS)
-def test_pods_run_as_the_image_user_with_a_read_only_root(name):
+def test_every_container_has_probes_that_work(name):
     objects = overlay(name)
-    pod = pod_spec(objects)
-    sc = pod["securityContext"]
-    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == image_uid() != 0
-    assert sc["fsGroup"] == sc["runAsGroup"] and sc["seccompProfile"]["type"] == "RuntimeDefault"
-    assert pod["automountServiceAccountToken"] is False
-    # A Service named `magvit` would inject MAGVIT_PORT=tcp://... into the settings' prefix.
-    assert pod["enableServiceLinks"] is False
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    for c in pod["containers"]:
-        csc = c["securityContext"]
-        assert csc["readOnlyRootFilesystem"] is True and csc["allowPrivilegeEscalation"] is False
-        assert csc["capabilities"]["drop"] == ["ALL"]
-        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-        assert "emptyDir" in volumes[mounts["/tmp"]["name"]], "a writable /tmp"
+    for w in workloads(objects):
+        for c in w["spec"]["template"]["spec"]["containers"]:
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert probe in c, (w["metadata"]["name"], probe)
+                check = c[probe]
+                assert "httpGet" in check or "exec" in check, (w["metadata"]["name"], probe)
+                if "httpGet" in check:  # a named port of this container
+                    assert check["httpGet"]["port"] in ports, (w["metadata"]["name"], probe)
+    # The API: readiness and start-up on /readyz, liveness on /healthz, on MAGVIT_PORT.
+    api = container(objects, API)
+    env = {e["name"]: e.get("value") for e in api["env"]}
+    assert {p["containerPort"] for p in api["ports"]} == {int(env["MAGVIT_PORT"])}
+    assert api["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # A worker has no HTTP API: every probe asks its metrics server, on --metrics-port, which
+    # starts only after the model is loaded, so start-up covers loading and warm-up.
+    worker = container(objects, WORKER)
+    port = int(flag(worker["args"], "--metrics-port"))
+    assert flag(worker["args"], "--metrics-host") == "0.0.0.0"  # reachable by the kubelet
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = worker[probe]["httpGet"]
+        assert get["path"] == "/metrics"
+        assert {p["name"]: p["containerPort"] for p in worker["ports"]}[get["port"]] == port
+    budget = startup_budget(worker["startupProbe"])
+    assert budget >= (600 if name == "gpu-prod" else 300), "model loading and warm-up"
+    # Redis: a PING that must answer PONG (LOADING while it reads its append-only file).
+    redis = container(objects, REDIS)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert "redis-cli ping" in " ".join(redis[probe]["exec"]["command"])
+    # Probes send no key, so the probed endpoints must stay open.
+    assert config(objects)["MAGVIT_AUTH_HEALTH"] == "false"
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_gpus_are_requested_in_limits_only_and_only_by_gpu_prod_workers(name):
+    objects = overlay(name)
+    for w in workloads(objects):
+        spec = w["spec"]["template"]["spec"]
+        gpu_pod = name == "gpu-prod" and w["metadata"]["name"] == WORKER
+        for c in spec["containers"]:
+            resources = c["resources"]
+            assert GPU not in resources["requests"]
+            assert {"cpu", "memory"} <= set(resources["requests"]), w["metadata"]["name"]
+            assert "memory" in resources["limits"]
+            assert resources["limits"].get(GPU) == (1 if gpu_pod else None)
+        if gpu_pod:
+            assert spec["nodeSelector"] == {f"{GPU}.present": "true"}
+            assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+        else:  # the API and Redis stay off the (tainted, expensive) GPU nodes
+            assert "nodeSelector" not in spec and "tolerations" not in spec
+    tag = kustomize.split_image(container(objects, WORKER)["image"])[1]
+    assert kustomize.split_image(container(objects, API)["image"])[1] == tag
+    if name == "gpu-prod":
+        assert config(objects)["MAGVIT_DEVICE"] == "cuda" and not tag.endswith("-cpu")
+    else:
+        assert config(objects)["MAGVIT_DEVICE"] == "cpu" and tag.endswith("-cpu")
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_pods_run_as_non_root_with_a_read_only_root(name):
+    objects = overlay(name)
+    for w in workloads(objects):
+        spec = w["spec"]["template"]["spec"]
+        sc = spec["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
+        assert sc["fsGroup"] == sc["runAsGroup"]
+        assert sc["seccompProfile"]["type"] == "RuntimeDefault"
+        assert spec["automountServiceAccountToken"] is False
+        # A Service named `magvit` would inject MAGVIT_PORT=tcp://... into the settings' prefix.
+        assert spec["enableServiceLinks"] is False
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        for c in spec["containers"]:
+            csc = c["securityContext"]
+            assert csc["readOnlyRootFilesystem"] is True
+            assert csc["allowPrivilegeEscalation"] is False
+            assert csc["capabilities"]["drop"] == ["ALL"]
+            mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]["name"]], "a writable /tmp"
+    for app in (API, WORKER):  # the image's numeric user
+        assert pod(objects, app)["securityContext"]["runAsUser"] == image_uid()
+        mounts = {m["mountPath"]: m for m in container(objects, app)["volumeMounts"]}
         assert mounts["/checkpoints"]["readOnly"] is True
     ns = one(objects, "Namespace")["metadata"]
     assert ns["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -438,97 +509,212 @@ def test_pods_run_as_the_image_user_with_a_read_only_root(name):
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
-def test_grace_period_covers_the_drain(name):
+def test_grace_periods_cover_the_drain(name):
     objects = overlay(name)
-    pod = pod_spec(objects)
     drain = float(config(objects)["MAGVIT_DRAIN_TIMEOUT_S"])
-    (c,) = pod["containers"]
-    pre_stop = c["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain + UVICORN_EXTRA_S + 5
+    api = pod(objects, API)
+    pre_stop = container(objects, API)["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert api["terminationGracePeriodSeconds"] >= pre_stop + drain + UVICORN_EXTRA_S + 5
+    worker = pod(objects, WORKER)
+    assert worker["terminationGracePeriodSeconds"] >= drain + WORKER_MARGIN_S
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
-def test_one_writer_per_volume_and_matching_selectors(name):
+def test_selectors_services_and_volumes_fit_together(name):
     objects = overlay(name)
-    sts = one(objects, "StatefulSet")
-    assert sts["spec"]["replicas"] == 1, "the SQLite queue allows one writer per volume"
-    assert all(o["kind"] != "HorizontalPodAutoscaler" for o in objects)
-    labels = sts["spec"]["template"]["metadata"]["labels"]
-    assert sts["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert labels["app.kubernetes.io/name"] == "magvit"
-    pdb = one(objects, "PodDisruptionBudget")
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    ports = {p["name"] for p in sts["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    labels = {}
+    for w in workloads(objects):
+        template = w["spec"]["template"]["metadata"]["labels"]
+        assert w["spec"]["selector"]["matchLabels"].items() <= template.items()
+        assert template["app.kubernetes.io/name"] == "magvit"
+        labels[w["metadata"]["name"]] = template
+    # Every Service and budget selects the pods of exactly one workload, on its named ports.
     for svc in (o for o in objects if o["kind"] == "Service"):
-        assert svc["spec"]["selector"].items() <= labels.items(), svc["metadata"]["name"]
-        assert all(p["targetPort"] in ports for p in svc["spec"]["ports"])
+        (target,) = [
+            n for n, lab in labels.items() if svc["spec"]["selector"].items() <= lab.items()
+        ]
+        ports = {p["name"] for p in container(objects, target)["ports"]}
+        assert all(p["targetPort"] in ports for p in svc["spec"]["ports"]), svc["metadata"]["name"]
+    budgets = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    selected = {
+        n for b in budgets for n, lab in labels.items()
+        if b["spec"]["selector"]["matchLabels"].items() <= lab.items()
+    }  # fmt: skip
+    assert selected == {API, WORKER} and len(budgets) == 2
+    assert all("maxUnavailable" in b["spec"] for b in budgets), "never blocks a node drain"
+    # Clients reach the API through `magvit`.
+    assert one(objects, "Service", "magvit")["spec"]["selector"].items() <= labels[API].items()
+    # Both mount the same checkpoints claim; workers on many nodes need ReadWriteMany.
+    claims = set()
+    for app in (API, WORKER):
+        volumes = {v["name"]: v for v in pod(objects, app)["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in container(objects, app)["volumeMounts"]}
+        claims.add(volumes[mounts["/checkpoints"]]["persistentVolumeClaim"]["claimName"])
+    (claim,) = claims
+    mode = "ReadWriteMany" if name == "gpu-prod" else "ReadWriteOnce"
+    assert one(objects, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == [mode]
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_redis_is_one_persistent_replica_behind_the_queue_url(name):
+    objects = overlay(name)
+    sts = workload(objects, REDIS)
+    assert sts["kind"] == "StatefulSet" and sts["spec"]["replicas"] == 1
     headless = one(objects, "Service", sts["spec"]["serviceName"])
     assert headless["spec"]["clusterIP"] == "None"
-    # Jobs, inputs and results live on the claim template's volume, at MAGVIT_DATA_DIR.
-    (c,) = sts["spec"]["template"]["spec"]["containers"]
-    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    redis = container(objects, REDIS)
+    command = redis["command"]
+    assert command[0] == "redis-server" and flag(command, "--appendonly") == "yes"
+    assert flag(command, "--maxmemory-policy") == "noeviction", "never drop a queued job"
     (claim,) = sts["spec"]["volumeClaimTemplates"]
-    assert mounts[claim["metadata"]["name"]] == config(objects)["MAGVIT_DATA_DIR"]
-    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
-    pvc = volumes[next(n for n, p in mounts.items() if p == "/checkpoints")]
-    one(objects, "PersistentVolumeClaim", pvc["persistentVolumeClaim"]["claimName"])
+    mounts = {m["name"]: m["mountPath"] for m in redis["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == flag(command, "--dir")
+    # MAGVIT_QUEUE_URL names the client Service of this StatefulSet, on its port.
+    url = urlsplit(config(objects)["MAGVIT_QUEUE_URL"])
+    assert url.scheme == "redis" and url.path == "/0"
+    svc = one(objects, "Service", url.hostname)
+    assert svc["spec"].get("clusterIP") != "None", "a stable address across restarts"
+    assert svc["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    assert url.port in {p["port"] for p in svc["spec"]["ports"]}
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_api_replicas_load_no_model_and_workers_own_it(name):
+    objects = overlay(name)
+    api = workload(objects, API)
+    assert api["kind"] == "Deployment"
+    assert container(objects, API)["args"] == ["serve", "--workers", "0"]
+    assert api["spec"]["replicas"] == (2 if name == "gpu-prod" else 1)
+    worker = workload(objects, WORKER)
+    assert worker["kind"] == "Deployment"
+    args = container(objects, WORKER)["args"]
+    assert args[0] == "worker" and "--queue" not in args, "the queue comes from the ConfigMap"
+    # KEDA owns the replica count; a surge pod would wait for a spare GPU.
+    assert "replicas" not in worker["spec"]
+    assert worker["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    (name_env,) = [e for e in container(objects, WORKER)["env"] if e["name"] == WORKER_NAME_ENV]
+    assert name_env["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert WORKER_NAME_ENV in (ROOT / "service" / "queue.py").read_text()
+
+
+def test_keda_scales_the_workers_on_the_job_stream():
+    objects = overlay("gpu-prod")
+    scaled = one(objects, "ScaledObject", WORKER)
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    target = spec["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"]) == ("apps/v1", "Deployment")
+    assert workload(objects, target["name"]) is workload(objects, WORKER)
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    # KEDA makes its own HPA; a second one would fight it.
+    assert all(o["kind"] != "HorizontalPodAutoscaler" for o in objects)
+    url = urlsplit(config(objects)["MAGVIT_QUEUE_URL"])
+    namespace = scaled["metadata"]["namespace"]
+    batch = config(objects)["MAGVIT_MAX_BATCH_SIZE"]
+    targets = {}
+    for trigger in spec["triggers"]:
+        meta = trigger["metadata"]
+        assert trigger["type"] == "redis-streams"
+        assert (meta["stream"], meta["consumerGroup"]) == (STREAM, GROUP)
+        # The operator runs in its own namespace: the Service's name with this namespace.
+        assert meta["address"] == f"{url.hostname}.{namespace}.svc:{url.port}"
+        assert meta["databaseIndex"] == url.path.lstrip("/")
+        (kind,) = set(meta) & {"pendingEntriesCount", "lagCount", "streamLength"}
+        targets[kind] = meta[kind]
+    # The backlog (lag) adds workers; jobs in progress (pending) keep the ones that run them.
+    assert targets == {"lagCount": batch, "pendingEntriesCount": batch}
+    assert all(o["kind"] != "ScaledObject" for o in overlay("cpu-dev")), "no KEDA needed there"
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_config_keys_are_real_settings(name):
-    data = config(overlay(name))
+    objects = overlay(name)
+    data = config(objects)
     assert set(data) <= settings_env_names()
     assert "MAGVIT_API_KEYS" not in data, "keys come from the Secret"
     for key, value in data.items():  # every value parses as the setting's type
         field = key.removeprefix("MAGVIT_").lower()
         Settings(**{field: value})
-    (c,) = pod_spec(overlay(name))["containers"]
-    assert {e["name"] for e in c["env"]} <= settings_env_names()
-    assert c["envFrom"] == [{"configMapRef": {"name": "magvit-config"}}]
+    for app in (API, WORKER):
+        c = container(objects, app)
+        assert {e["name"] for e in c["env"]} <= settings_env_names() | {WORKER_NAME_ENV}
+        assert c["envFrom"] == [{"configMapRef": {"name": "magvit-config"}}]
 
 
 # ----------------------------------------------------------------------------- compose
 
 
-def test_compose_runs_one_gpu_service_with_persistent_data():
+def test_compose_runs_api_worker_and_a_persistent_redis():
     spec = compose()
-    svc = spec["services"]["magvit"]
-    (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+    assert {"redis", "api", "worker", "prometheus"} == set(spec["services"])
+    api, worker, redis = (spec["services"][n] for n in ("api", "worker", "redis"))
+    # Redis: an append-only file on a named volume.
+    assert flag(redis["command"], "--appendonly") == "yes"
+    assert flag(redis["command"], "--maxmemory-policy") == "noeviction"
+    volumes = dict(v.split(":", 1) for v in redis["volumes"])
+    (data,) = [name for name, path in volumes.items() if path == "/data"]
+    assert data in spec["volumes"]
+    # The API: no model, the Redis queue; the worker: the same queue, the GPU.
+    url = flag(api["command"], "--queue")
+    assert api["command"][0] == "serve" and flag(api["command"], "--workers") == "0"
+    assert worker["command"][0] == "worker" and flag(worker["command"], "--queue") == url
+    assert urlsplit(url).hostname == "redis" and urlsplit(url).port == 6379
+    for svc in (api, worker):
+        assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "deploy" not in api
+    (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
-    assert (
-        svc["build"]["args"]["VARIANT"] == "cuda" and svc["environment"]["MAGVIT_DEVICE"] == "cuda"
-    )
-    volumes = dict(v.split(":", 1) for v in svc["volumes"])
-    assert volumes["magvit-data"] == "/data" and "magvit-data" in spec["volumes"]
-    assert volumes["./checkpoints"] == "/checkpoints:ro"
-    assert set(svc["environment"]) <= settings_env_names()
-    assert svc["read_only"] is True and "/tmp" in svc["tmpfs"]
-    drain = float(svc["environment"]["MAGVIT_DRAIN_TIMEOUT_S"])
-    assert seconds(svc["stop_grace_period"]) >= drain + UVICORN_EXTRA_S + 5
-    assert svc["ports"] == ["8000:8000"]
-    test = svc["healthcheck"]["test"]
+    assert worker["environment"]["MAGVIT_DEVICE"] == "cuda"
+    assert api["build"] == worker["build"] and api["image"] == worker["image"]
+    assert api["build"]["args"]["VARIANT"] == "cuda"
+    assert api["ports"] == ["8000:8000"] and "ports" not in worker
+
+
+def test_compose_api_and_worker_conventions():
+    spec = compose()
+    api, worker = spec["services"]["api"], spec["services"]["worker"]
+    for svc in (api, worker):
+        assert set(svc["environment"]) <= settings_env_names()
+        assert svc["read_only"] is True and "/tmp" in svc["tmpfs"]
+        volumes = dict(v.split(":", 1) for v in svc["volumes"])
+        assert volumes["./checkpoints"] == "/checkpoints:ro"
+    drain = float(api["environment"]["MAGVIT_DRAIN_TIMEOUT_S"])
+    assert seconds(api["stop_grace_period"]) >= drain + UVICORN_EXTRA_S + 5
+    drain = float(worker["environment"]["MAGVIT_DRAIN_TIMEOUT_S"])
+    assert seconds(worker["stop_grace_period"]) >= drain + WORKER_MARGIN_S
+    test = api["healthcheck"]["test"]
     assert test[0] == "CMD" and test[-1] == "/readyz" and test[-2] == healthcheck_path()
-    assert seconds(svc["healthcheck"]["start_period"]) >= 300
+    # The worker's health: its metrics server, which starts once the model is loaded.
+    test = worker["healthcheck"]["test"]
+    port = flag(worker["command"], "--metrics-port")
+    assert test[0] == "CMD" and test[-3:] == [healthcheck_path(), "/metrics", port]
+    assert seconds(worker["healthcheck"]["start_period"]) >= 300
 
 
-def test_compose_prometheus_is_optional_and_scrapes_the_service():
+def test_compose_prometheus_is_optional_and_scrapes_api_and_workers():
     spec = compose()
     prom = spec["services"]["prometheus"]
     assert prom["profiles"] == ["monitoring"]
-    assert prom["depends_on"]["magvit"]["condition"] == "service_healthy"
+    assert prom["depends_on"]["api"]["condition"] == "service_healthy"
     source = next(v.split(":")[0] for v in prom["volumes"] if "prometheus.yml" in v)
     scrape = yaml.safe_load((ROOT / source).read_text())
-    (job,) = scrape["scrape_configs"]
-    assert job["metrics_path"] == "/metrics"
-    assert job["static_configs"][0]["targets"] == ["magvit:8000"]
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    assert all(job["metrics_path"] == "/metrics" for job in jobs.values())
+    assert jobs["magvit-api"]["static_configs"][0]["targets"] == ["api:8000"]
+    # Every worker replica (`--scale worker=N`), found by a DNS lookup of the service name.
+    (dns,) = jobs["magvit-worker"]["dns_sd_configs"]
+    port = flag(spec["services"]["worker"]["command"], "--metrics-port")
+    assert dns["names"] == ["worker"] and dns["port"] == int(port)
 
 
 def test_compose_cpu_override_builds_the_cpu_image_without_a_gpu():
-    svc = compose("deploy/compose.cpu.yml")["services"]["magvit"]
-    assert svc["build"]["args"]["VARIANT"] == "cpu"
-    assert svc["deploy"] == ("!reset", None)
-    assert svc["environment"]["MAGVIT_DEVICE"] == "cpu"
-    assert kustomize.split_image(svc["image"])[1].endswith("-cpu")
+    services = compose("deploy/compose.cpu.yml")["services"]
+    for name in ("api", "worker"):
+        svc = services[name]
+        assert svc["build"]["args"]["VARIANT"] == "cpu"
+        assert kustomize.split_image(svc["image"])[1].endswith("-cpu")
+    assert services["worker"]["deploy"] == ("!reset", None)
+    assert services["worker"]["environment"]["MAGVIT_DEVICE"] == "cpu"
 
 
 # ----------------------------------------------------------------------------- Dockerfile
@@ -630,7 +816,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.headers.get("Authorization", "Bearer k1") != "Bearer k1":
             self.send_response(401)
         else:
-            self.send_response({"/healthz": 200, "/readyz": 503}.get(self.path, 404))
+            self.send_response(
+                {"/healthz": 200, "/readyz": 503, "/metrics": 200}.get(self.path, 404)
+            )
         self.end_headers()
 
     def log_message(self, *args):
@@ -655,6 +843,16 @@ def test_healthcheck_script_against_a_local_server(monkeypatch):
         assert module.check("/healthz") is True
         monkeypatch.setenv("MAGVIT_API_KEYS", "wrong")
         assert module.check("/healthz") is False
+        # A worker's check (compose): `healthcheck.py /metrics PORT`, the port not MAGVIT_PORT.
+        port = str(server.server_address[1])
+        monkeypatch.setenv("MAGVIT_PORT", "1")
+        monkeypatch.delenv("MAGVIT_API_KEYS")
+        assert module.check("/metrics", port=port) is True
+        script = [sys.executable, str(ROOT / "deploy" / "healthcheck.py")]
+        run = functools.partial(subprocess.run, capture_output=True, timeout=30)
+        assert run([*script, "/metrics", port]).returncode == 0
+        assert run([*script, "/readyz", port]).returncode == 1
+        assert run(script).returncode == 1  # /healthz on MAGVIT_PORT=1: nothing there
     finally:
         server.shutdown()
         server.server_close()

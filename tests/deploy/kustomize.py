@@ -26,10 +26,11 @@ KUSTOMIZATION_FIELDS = {
 LABEL_FIELDS = {"pairs", "includeSelectors"}
 IMAGE_FIELDS = {"name", "newName", "newTag", "digest"}
 # Kinds whose label and namespace handling is implemented below; all of them are namespaced
-# except Namespace itself.
+# except Namespace itself. ScaledObject (KEDA) is a custom resource: kustomize gives it
+# metadata labels and a namespace, nothing else.
 KINDS = {
     "Namespace", "ServiceAccount", "ConfigMap", "Secret", "Service", "PersistentVolumeClaim",
-    "Deployment", "StatefulSet", "PodDisruptionBudget",
+    "Deployment", "StatefulSet", "PodDisruptionBudget", "ScaledObject",
 }  # fmt: skip
 WORKLOADS = {"Deployment", "StatefulSet"}
 
