@@ -165,6 +165,7 @@ class TokenizerOutput:
     reconstruction: torch.Tensor  # [B, 3, T, H, W]
     ids: torch.Tensor  # [B, t, h, w]
     quantized: torch.Tensor  # [B, D, t, h, w], straight-through
+    features: torch.Tensor  # [B, D, t, h, w], the encoder's output before quantization
     losses: dict[str, torch.Tensor]  # "commitment", "codebook", "entropy", "quantizer"
 
 
@@ -191,5 +192,6 @@ class VQTokenizer(nn.Module):
         return self.decoder(self.quantizer.lookup(ids))
 
     def forward(self, video: torch.Tensor) -> TokenizerOutput:
-        quantized, ids, losses = self.quantizer(self.encoder(video))
-        return TokenizerOutput(self.decoder(quantized), ids, quantized, losses)
+        features = self.encoder(video)
+        quantized, ids, losses = self.quantizer(features)
+        return TokenizerOutput(self.decoder(quantized), ids, quantized, features, losses)

@@ -19,7 +19,9 @@ from models.config import CONFIGS
 from models.pipeline import build_tokenizer
 from models.tokenizer import VQTokenizer
 from training import gan
+from training.codebook import CodeRestarts
 from training.data.synthetic import EVAL_SEED_OFFSET, SyntheticVideos
+from training.datasets import iter_batches
 from training.evaluate import frechet_distance, psnr, ssim
 from training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
 from training.transformer_trainer import TransformerTrainConfig, train_transformer
@@ -39,6 +41,26 @@ def test_tokenizer_loss_falls_on_a_fixed_batch():
         opt.step()
         losses.append(torch.nn.functional.mse_loss(out.reconstruction, video).item())
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_dead_codes_move_onto_encoder_features():
+    restarts = CodeRestarts(codebook_size=6, every=2, after=2, seed=0)
+    codebook = torch.full((6, 3), 100.0)  # far from every feature
+    features = torch.randn(2, 3, 2, 2, 2)  # [B, D, t, h, w]
+    ids = torch.zeros(2, 2, 2, 2, dtype=torch.long)
+    ids[0, 0, 0, 0] = 4  # codes 0 and 4 are in use
+    assert restarts.step(0, codebook, ids, features) == 0  # too early
+    assert restarts.step(1, codebook, ids, features) == 0  # nothing unused for 2 steps yet
+    restarts.step(2, codebook, ids, features)
+    assert restarts.step(3, codebook, ids, features) == 4  # codes 1, 2, 3, 5
+    flat = features.movedim(1, -1).reshape(-1, 3)
+    for k in (1, 2, 3, 5):  # each now sits (up to the noise) on one of the batch's features
+        assert torch.cdist(codebook[k : k + 1], flat).min() < 0.05
+    assert (codebook[[0, 4]] == 100).all()
+    # The usage record round-trips (resume).
+    again = CodeRestarts(6, 2, 2)
+    again.load_state(restarts.state())
+    assert again.state() == restarts.state()
 
 
 def test_lecam_and_r1_on_known_inputs():
@@ -71,6 +93,17 @@ def test_synthetic_data_is_deterministic_and_held_out():
         a.seed(5)
 
 
+def test_batches_do_not_depend_on_workers():
+    data = SyntheticVideos(20, num_frames=4, size=16)
+    plan = [[3, 1], [7, 7], [19, 0]]
+    alone = list(iter_batches(data, plan, workers=0))
+    ahead = list(iter_batches(data, plan, workers=2))
+    assert len(alone) == len(ahead) == 3
+    for (va, la), (vb, lb), idx in zip(alone, ahead, plan, strict=True):
+        assert va.shape == (2, 3, 4, 16, 16) and torch.equal(va, vb) and torch.equal(la, lb)
+        assert torch.equal(va[0], data[idx[0]][0])
+
+
 def test_metrics_on_known_inputs():
     a = torch.zeros(1, 3, 2, 16, 16)
     assert psnr(a, a + 0.1) == pytest.approx(20.0, abs=1e-4)
@@ -94,12 +127,13 @@ def _records(path):
 
 def test_tokenizer_resume_is_exact(tmp_path):
     base = dict(config="tiny", steps=4, batch_size=2, adv_start=1, log_every=1, lr=1e-3,
-                warmup_steps=1)  # fmt: skip
+                warmup_steps=1, restart_every=1, restart_after=1)  # fmt: skip
     train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "a"), checkpoint_every=4, **base))
     train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "b"), checkpoint_every=4,
                                          stop_at=2, **base))  # fmt: skip
-    # Same run, continued from its step-2 state to step 4.
-    train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "b"), checkpoint_every=4, **base))
+    # Same run, continued from its step-2 state to step 4, its batches made in a worker process.
+    train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "b"), checkpoint_every=4, workers=1,
+                                         **base))  # fmt: skip
     a, b = _records(tmp_path / "a" / "metrics.jsonl"), _records(tmp_path / "b" / "metrics.jsonl")
     for step in (2, 3):
         for key in ("recon", "d_loss", "loss"):

@@ -1,4 +1,6 @@
-"""Choosing a dataset by name: "synthetic" or a folder of class sub-folders of videos."""
+"""Choosing a dataset by name ("synthetic" or a folder of class sub-folders of videos) and
+reading it in batches, optionally in worker processes so that a GPU is not left waiting on clip
+generation or decoding. Which clips make a batch never depends on the number of workers."""
 
 from __future__ import annotations
 
@@ -27,9 +29,30 @@ def make_dataset(
     return FolderVideos(Path(data), config, split=split, limit=num_clips)
 
 
-def load_batch(dataset, indices: list[int], device: torch.device):
+def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
     """videos [B, 3, T, H, W], labels [B]."""
-    items = [dataset[i] for i in indices]
-    videos = torch.stack([v for v, _ in items]).to(device)
-    labels = torch.tensor([label for _, label in items], device=device)
-    return videos, labels
+    return torch.stack([v for v, _ in items]), torch.tensor([label for _, label in items])
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Item k is the batch made of the clips `index_lists[k]`."""
+
+    def __init__(self, dataset, index_lists: list[list[int]]) -> None:
+        self.dataset, self.index_lists = dataset, index_lists
+
+    def __len__(self) -> int:
+        return len(self.index_lists)
+
+    def __getitem__(self, k: int):
+        return _collate([self.dataset[i] for i in self.index_lists[k]])
+
+
+def iter_batches(dataset, index_lists: list[list[int]], workers: int = 0, pin: bool = False):
+    """Yields (videos, labels) on the CPU for each list of clip indices, in order; with
+    `workers` > 0 the batches are made ahead in that many processes."""
+    loader = torch.utils.data.DataLoader(
+        _Batches(dataset, index_lists), batch_size=None, shuffle=False, num_workers=workers,
+        pin_memory=pin, prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )  # fmt: skip
+    yield from loader

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from models.config import ModelConfig
 from models.tasks import TASK_CODES, get_task
 from models.tokenizer import VQTokenizer
+from training.datasets import iter_batches
 
 
 @dataclass
@@ -52,15 +53,19 @@ def build_token_cache(
     batch_size: int = 16,
     device: torch.device | str = "cpu",
     show_progress: bool = True,
+    workers: int = 0,
 ) -> TokenCache:
     tokenizer = tokenizer.to(device).eval()
     n = min(num_clips, len(dataset))
     task_of = [TASK_CODES.index(tasks[i % len(tasks)]) for i in range(n)]
     tokens, conds, labels = [], [], []
-    for start in tqdm(range(0, n, batch_size), desc="caching tokens", disable=not show_progress):
-        items = [dataset[i] for i in range(start, min(n, start + batch_size))]
-        video = torch.stack([v for v, _ in items]).to(device)
-        labels += [label for _, label in items]
+    starts = range(0, n, batch_size)
+    plan = [list(range(start, min(n, start + batch_size))) for start in starts]
+    batches = iter_batches(dataset, plan, workers)
+    bar = tqdm(starts, desc="caching tokens", disable=not show_progress)
+    for start, (video, batch_labels) in zip(bar, batches, strict=True):
+        video = video.to(device)
+        labels += batch_labels.tolist()
         cond = torch.stack([
             get_task(TASK_CODES[task_of[start + j]]).condition_video(video[j : j + 1],
                                                                     config.cond_frames)[0]

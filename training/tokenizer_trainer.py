@@ -23,6 +23,7 @@ from models.config import get_config
 from models.inflation import inflate_2d_to_3d
 from models.tokenizer import VQTokenizer
 from training import gan
+from training.codebook import CodeRestarts
 from training.common import (
     EMA,
     all_reduce_mean,
@@ -34,7 +35,7 @@ from training.common import (
     save_training_state,
     wrap_ddp,
 )
-from training.datasets import load_batch, make_dataset
+from training.datasets import iter_batches, make_dataset
 from training.logs import MetricsLog, plot_curves, save_grid
 
 
@@ -59,11 +60,14 @@ class TokenizerTrainConfig:
     r1_cost: float = 10.0
     r1_every: int = 4  # lazy R1, scaled by the interval
     lecam_weight: float = 0.001
+    restart_every: int = 50  # move codes unused for `restart_after` steps onto features; 0: off
+    restart_after: int = 200
     init_2d: str | None = None  # a 2D tokenizer checkpoint to inflate (central)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 250
     device: str = "auto"
+    workers: int = 0  # processes that make batches ahead (0: in the training loop)
     resume: bool = True
     stop_at: int | None = None  # end this run early (time-limited jobs); resume goes on
 
@@ -90,6 +94,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.0, 0.99))
     ema = EMA(tokenizer, cfg.ema_decay)
     lecam = gan.LeCamEMA()
+    restarts = CodeRestarts(model_cfg.tokenizer.codebook_size, cfg.restart_every,
+                            cfg.restart_after, cfg.seed)  # fmt: skip
     perceptual = None
     if cfg.perceptual_weights and Path(cfg.perceptual_weights).is_file():
         from training.perceptual import PerceptualLoss
@@ -103,6 +109,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
         meta = load_training_state(out, modules, optimizers, {"tokenizer": ema})
         start = meta["step"]
         lecam.real, lecam.fake = meta["extra"]["lecam"]
+        restarts.load_state(meta["extra"].get("last_used", restarts.state()))
         if info.is_main:
             log.truncate_after(start)
     if info.is_main:
@@ -117,17 +124,18 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     train_disc = wrap_ddp(disc, info)
     dataset = make_dataset(cfg.data, model_cfg, "train")
     autocast = torch.autocast("cuda", torch.bfloat16, enabled=info.device.type == "cuda")
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="tokenizer",
+    end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
+    plan = [info.shard(batch_indices(cfg.seed, step, cfg.batch_size, len(dataset)))
+            for step in range(start, end)]  # fmt: skip
+    batches = iter_batches(dataset, plan, cfg.workers, pin=info.device.type == "cuda")
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="tokenizer",
                disable=not info.is_main)  # fmt: skip
     t0 = time.perf_counter()
-    for step in bar:
-        if cfg.stop_at is not None and step >= cfg.stop_at:
-            break
+    for step, (video, _) in zip(bar, batches, strict=True):
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
         for group in opt.param_groups:
             group["lr"] = lr
-        indices = info.shard(batch_indices(cfg.seed, step, cfg.batch_size, len(dataset)))
-        video, _ = load_batch(dataset, indices, info.device)
+        video = video.to(info.device, non_blocking=True)
         gan_on = use_gan and step >= cfg.adv_start
 
         with autocast:
@@ -154,6 +162,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), cfg.grad_clip)
         opt.step()
+        moved = restarts.step(step, tokenizer.quantizer.codebook.data, result.ids,
+                              result.features)  # fmt: skip
         ema.decay = _ema_decay(cfg.ema_decay, step)
         ema.update(tokenizer)
 
@@ -162,6 +172,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
                 _discriminator_step(cfg, train_disc, disc_opt, lecam, video, recon, step)
             )
         metrics["loss"] = loss
+        metrics["codes_used"] = torch.tensor(float(result.ids.unique().numel()), device=info.device)
+        metrics["codes_restarted"] = torch.tensor(float(moved), device=info.device)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             # Every rank takes part in the reduction; only the first writes.
             record = {k: float(all_reduce_mean(v.detach(), info)) for k, v in metrics.items()}
@@ -174,7 +186,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
         final = done == cfg.steps or done == cfg.stop_at
         if (done % cfg.checkpoint_every == 0 or final) and info.is_main:
             _checkpoint(cfg, out, done, model_cfg, tokenizer, ema, modules, optimizers,
-                        lecam, log, video)  # fmt: skip
+                        {"lecam": [lecam.real, lecam.fake], "last_used": restarts.state()},
+                        log, video)  # fmt: skip
     return out
 
 
@@ -204,13 +217,13 @@ def _psnr(mse: float) -> float:
 
 
 @torch.no_grad()
-def _checkpoint(cfg, out, step, model_cfg, tokenizer, ema, modules, optimizers, lecam, log, video):
-    save_training_state(out, step, modules, optimizers, {"tokenizer": ema},
-                        {"lecam": [lecam.real, lecam.fake]})  # fmt: skip
+def _checkpoint(cfg, out, step, model_cfg, tokenizer, ema, modules, optimizers, extra, log, video):
+    save_training_state(out, step, modules, optimizers, {"tokenizer": ema}, extra)
     metadata = {"kind": "tokenizer", "steps": step, "data": cfg.data, "ema": True}
     save_checkpoint(out, model_cfg, ema.shadow, None, metadata)
     records = [r for r in log.read() if "loss" in r]
-    keys = [k for k in ("recon", "quantizer", "psnr", "d_loss") if any(k in r for r in records)]
+    keys = [k for k in ("recon", "psnr", "codes_used", "quantizer", "d_loss")
+            if any(k in r for r in records)]  # fmt: skip
     plot_curves(records, keys, out / "curves.png", "tokenizer")
     ema_model = VQTokenizer(model_cfg.tokenizer).to(video.device).eval()
     ema_model.load_state_dict(ema.shadow)

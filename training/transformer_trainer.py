@@ -62,6 +62,7 @@ class TransformerTrainConfig:
     log_every: int = 10
     checkpoint_every: int = 500
     device: str = "auto"
+    workers: int = 0  # processes that make clips for the token cache (0: in this process)
     resume: bool = True
     stop_at: int | None = None  # end this run early (time-limited jobs); resume goes on
 
@@ -115,7 +116,8 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
         tokenizer.load_state_dict({k: v.float() for k, v in tok_ckpt.tokenizer_state.items()})
         dataset = make_dataset(cfg.data, config, "train")
         return build_token_cache(tokenizer, config, dataset, tasks, cfg.cache_clips,
-                                 device=info.device, show_progress=info.is_main)  # fmt: skip
+                                 device=info.device, show_progress=info.is_main,
+                                 workers=cfg.workers)  # fmt: skip
 
     cache = load_or_build(Path(cfg.out) / "cache", Path(cfg.tokenizer), cfg.data, build,
                           cfg.cache_clips, tasks)  # fmt: skip
