@@ -20,6 +20,7 @@ from models.pipeline import build_tokenizer
 from models.tokenizer import VQTokenizer
 from training import gan
 from training.codebook import CodeRestarts
+from training.common import autocast_for
 from training.data.synthetic import EVAL_SEED_OFFSET, SyntheticVideos
 from training.datasets import iter_batches
 from training.evaluate import frechet_distance, psnr, ssim
@@ -237,3 +238,16 @@ def test_cli_train_then_generate(tmp_path):
     )  # this checkpoint was trained for fp and cg only
     assert main(["train", "transformer", "--config", "tiny", "--tokenizer", str(tok),
                  "--tasks", "zz", "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+
+
+def test_precision_setting():
+    a, b = torch.randn(4, 8), torch.randn(8, 4)
+    cpu = torch.device("cpu")
+    with autocast_for(cpu, "auto"):
+        assert (a @ b).dtype == torch.float32  # fp32 off CUDA unless asked
+    with autocast_for(cpu, "bf16"):
+        assert (a @ b).dtype == torch.bfloat16
+    with autocast_for(cpu, "fp32"):
+        assert (a @ b).dtype == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        autocast_for(cpu, "fp8")

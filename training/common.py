@@ -88,6 +88,15 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world, torch.device(device))
 
 
+def autocast_for(device: torch.device, precision: str = "auto"):
+    """Mixed precision for a training step: "auto" is bf16 on CUDA and fp32 elsewhere; "bf16"
+    asks for bf16 autocast on any device (on a CPU with AVX-512 BF16 it halves the step time)."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    enabled = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, torch.bfloat16, enabled=enabled)
+
+
 def wrap_ddp(module: nn.Module, info: DistInfo) -> nn.Module:
     if info.world_size == 1:
         return module

@@ -27,6 +27,7 @@ from training.codebook import CodeRestarts
 from training.common import (
     EMA,
     all_reduce_mean,
+    autocast_for,
     batch_indices,
     has_training_state,
     init_distributed,
@@ -67,6 +68,7 @@ class TokenizerTrainConfig:
     log_every: int = 10
     checkpoint_every: int = 250
     device: str = "auto"
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32
     workers: int = 0  # processes that make batches ahead (0: in the training loop)
     resume: bool = True
     stop_at: int | None = None  # end this run early (time-limited jobs); resume goes on
@@ -123,7 +125,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     train_model = wrap_ddp(tokenizer, info)
     train_disc = wrap_ddp(disc, info)
     dataset = make_dataset(cfg.data, model_cfg, "train")
-    autocast = torch.autocast("cuda", torch.bfloat16, enabled=info.device.type == "cuda")
+    autocast = autocast_for(info.device, cfg.precision)
     end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
     plan = [info.shard(batch_indices(cfg.seed, step, cfg.batch_size, len(dataset)))
             for step in range(start, end)]  # fmt: skip
@@ -169,7 +171,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
 
         if gan_on:
             metrics.update(
-                _discriminator_step(cfg, train_disc, disc_opt, lecam, video, recon, step)
+                _discriminator_step(cfg, train_disc, disc_opt, lecam, video, recon, step, autocast)
             )
         metrics["loss"] = loss
         metrics["codes_used"] = torch.tensor(float(result.ids.unique().numel()), device=info.device)
@@ -191,10 +193,11 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     return out
 
 
-def _discriminator_step(cfg, disc, disc_opt, lecam, video, recon, step) -> dict:
+def _discriminator_step(cfg, disc, disc_opt, lecam, video, recon, step, autocast) -> dict:
     real = video.detach().requires_grad_(step % cfg.r1_every == 0)
-    real_logits = disc(real)
-    fake_logits = disc(recon.detach())
+    with autocast:
+        real_logits = disc(real).float()
+        fake_logits = disc(recon.detach()).float()
     d_loss = gan.discriminator_loss(real_logits, fake_logits)
     reg = cfg.lecam_weight * gan.lecam_loss(real_logits, fake_logits, lecam.real, lecam.fake)
     out = {"d_loss": d_loss.detach()}

@@ -28,6 +28,7 @@ from models.tasks import TASK_CODES, get_task
 from training.common import (
     EMA,
     all_reduce_mean,
+    autocast_for,
     batch_indices,
     has_training_state,
     init_distributed,
@@ -62,6 +63,7 @@ class TransformerTrainConfig:
     log_every: int = 10
     checkpoint_every: int = 500
     device: str = "auto"
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32
     workers: int = 0  # processes that make clips for the token cache (0: in this process)
     resume: bool = True
     stop_at: int | None = None  # end this run early (time-limited jobs); resume goes on
@@ -140,7 +142,7 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
                    "world_size": info.world_size, "cached_clips": len(cache)})  # fmt: skip
     train_model = wrap_ddp(model, info)
     k = config.vocab.codebook_size
-    autocast = torch.autocast("cuda", torch.bfloat16, enabled=info.device.type == "cuda")
+    autocast = autocast_for(info.device, cfg.precision)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="transformer",
                disable=not info.is_main)  # fmt: skip
     t0 = time.perf_counter()
