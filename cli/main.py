@@ -21,6 +21,7 @@ COMMANDS: tuple[str, ...] = (
     "eval",
     "parity",
     "convert_official",
+    "export",
 )
 
 

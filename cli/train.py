@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             from training.transformer_trainer import train_transformer
 
             out = train_transformer(cfg)
-    except (CheckpointError, KeyError, FileNotFoundError) as err:
+    except (CheckpointError, KeyError, ValueError, FileNotFoundError) as err:
         raise CliError(str(err)) from None
     print(f"wrote {out}")
     return 0

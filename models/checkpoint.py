@@ -57,6 +57,18 @@ def _contiguous(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> di
     return out
 
 
+def encoding_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> str | None:
+    """The first tensor outside the decoder in which two tokenizer states differ, or None when
+    they turn every video into the same tokens (their decoders may differ)."""
+    for name in sorted(set(a) | set(b)):
+        if name.startswith("decoder."):
+            continue
+        x, y = a.get(name), b.get(name)
+        if x is None or y is None or x.shape != y.shape or not torch.equal(x.double(), y.double()):
+            return name
+    return None
+
+
 def save_checkpoint(
     directory: str | Path,
     config: ModelConfig,

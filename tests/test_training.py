@@ -251,3 +251,43 @@ def test_precision_setting():
         assert (a @ b).dtype == torch.float32
     with pytest.raises(ValueError, match="precision"):
         autocast_for(cpu, "fp8")
+
+
+def test_decoder_only_training_keeps_tokens_and_export_takes_the_new_decoder(tmp_path, capsys):
+    tok, tr, ft, out = (tmp_path / n for n in ("tok", "tr", "ft", "out"))
+    common = ["--config", "tiny", "--batch-size", "2"]
+    assert main(["train", "tokenizer", *common, "--steps", "2", "--out", str(tok)]) == 0
+    assert main(["train", "transformer", *common, "--tokenizer", str(tok), "--steps", "1",
+                 "--cache-clips", "2", "--tasks", "fp", "--out", str(tr)]) == 0  # fmt: skip
+    assert main(["train", "tokenizer", *common, "--steps", "3", "--lr", "1e-2", "--warmup-steps",
+                 "0", "--init", str(tok), "--decoder-only", "--out", str(ft)]) == 0  # fmt: skip
+    before, after = load_checkpoint(tok).tokenizer_state, load_checkpoint(ft).tokenizer_state
+    for name in before:  # the encoder and the codebook bit for bit, the decoder trained
+        assert torch.equal(before[name], after[name]) != name.startswith("decoder."), name
+
+    assert main(["export", "--checkpoint", str(tr), "--tokenizer", str(ft), "--fp16",
+                 "--out", str(out)]) == 0  # fmt: skip
+    served = load_checkpoint(out, require_transformer=True)
+    assert served.metadata["decoder"]["decoder_only"] is True
+    assert served.metadata["transformer_steps"] == 1
+    for name, tensor in after.items():
+        assert torch.equal(served.tokenizer_state[name], tensor.half()), name
+    for name, tensor in load_checkpoint(tr).transformer_state.items():
+        assert torch.equal(served.transformer_state[name], tensor.half()), name
+
+    # A tokenizer that encodes differently is refused, by name; so is a missing --init.
+    capsys.readouterr()
+    assert main(["train", "tokenizer", *common, "--steps", "1", "--decoder-only",
+                 "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+    assert "--decoder-only needs --init" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(tr), "--tokenizer", str(tr),
+                 "--out", str(tr)]) == 2  # fmt: skip
+    assert "another directory" in capsys.readouterr().err
+    other = tmp_path / "other"
+    assert main(["train", "tokenizer", *common, "--steps", "1", "--seed", "5",
+                 "--out", str(other)]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(tr), "--tokenizer", str(other),
+                 "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "encodes differently" in err and "differs" in err

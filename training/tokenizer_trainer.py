@@ -64,6 +64,10 @@ class TokenizerTrainConfig:
     restart_every: int = 50  # move codes unused for `restart_after` steps onto features; 0: off
     restart_after: int = 200
     init_2d: str | None = None  # a 2D tokenizer checkpoint to inflate (central)
+    init: str | None = None  # a tokenizer checkpoint of this preset whose weights start the run
+    # Train the decoder alone (needs `init`): the encoder and the codebook stay bit for bit, so
+    # videos keep their tokens and a transformer trained on them keeps working.
+    decoder_only: bool = False
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 250
@@ -87,17 +91,31 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
 
     tokenizer = VQTokenizer(model_cfg.tokenizer).to(info.device)
+    if cfg.init_2d and cfg.init:
+        raise ValueError("--init and --init-2d exclude each other")
     if cfg.init_2d:
         src = load_checkpoint(cfg.init_2d)
         tokenizer.load_state_dict(inflate_2d_to_3d(src.tokenizer_state, model_cfg.tokenizer))
+    if cfg.init:
+        src = load_checkpoint(cfg.init)
+        if src.config.tokenizer != model_cfg.tokenizer:
+            raise ValueError(f"the tokenizer in {cfg.init} is not the one of preset {cfg.config!r}")
+        tokenizer.load_state_dict({k: v.float() for k, v in src.tokenizer_state.items()})
+    if cfg.decoder_only:
+        if not cfg.init:
+            raise ValueError("--decoder-only needs --init: the tokenizer whose decoder to train")
+        tokenizer.encoder.requires_grad_(False)
+        tokenizer.quantizer.requires_grad_(False)
     use_gan = cfg.adv_start < cfg.steps
     disc = gan.Discriminator(model_cfg.tokenizer.filters, model_cfg.frame_size[0]).to(info.device)
-    opt = torch.optim.Adam(tokenizer.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.99))
+    trainable = [p for p in tokenizer.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(trainable, lr=cfg.lr, betas=(cfg.beta1, 0.99))
     disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.0, 0.99))
     ema = EMA(tokenizer, cfg.ema_decay)
     lecam = gan.LeCamEMA()
-    restarts = CodeRestarts(model_cfg.tokenizer.codebook_size, cfg.restart_every,
-                            cfg.restart_after, cfg.seed)  # fmt: skip
+    restart_every = 0 if cfg.decoder_only else cfg.restart_every  # the codebook is frozen
+    restarts = CodeRestarts(model_cfg.tokenizer.codebook_size, restart_every, cfg.restart_after,
+                            cfg.seed)  # fmt: skip
     perceptual = None
     if cfg.perceptual_weights and Path(cfg.perceptual_weights).is_file():
         from training.perceptual import PerceptualLoss
@@ -162,7 +180,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
                 metrics["g_adv"] = g_adv
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         opt.step()
         moved = restarts.step(step, tokenizer.quantizer.codebook.data, result.ids,
                               result.features)  # fmt: skip
@@ -223,6 +241,8 @@ def _psnr(mse: float) -> float:
 def _checkpoint(cfg, out, step, model_cfg, tokenizer, ema, modules, optimizers, extra, log, video):
     save_training_state(out, step, modules, optimizers, {"tokenizer": ema}, extra)
     metadata = {"kind": "tokenizer", "steps": step, "data": cfg.data, "ema": True}
+    if cfg.init:
+        metadata |= {"init": cfg.init, "decoder_only": cfg.decoder_only}
     save_checkpoint(out, model_cfg, ema.shadow, None, metadata)
     records = [r for r in log.read() if "loss" in r]
     keys = [k for k in ("recon", "psnr", "codes_used", "quantizer", "d_loss")
