@@ -1,0 +1,40 @@
+"""The checkpoint in the repository: what `magvit serve`, `generate` and `eval` load by default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from models.checkpoint import load_checkpoint
+from models.config import CONFIGS
+from models.decoding import DecodeOptions
+from models.pipeline import MagvitPipeline
+from models.tasks import TASK_CODES
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
+
+
+def test_shipped_checkpoint_is_the_default_preset_in_half_precision():
+    size = sum(f.stat().st_size for f in SHIPPED.iterdir())
+    assert size < 30 * 2**20, f"{size / 2**20:.1f} MiB"
+    ckpt = load_checkpoint(SHIPPED, require_transformer=True)
+    assert ckpt.config == CONFIGS["default"]
+    assert tuple(ckpt.config.tasks) == TASK_CODES
+    states = (ckpt.tokenizer_state, ckpt.transformer_state)
+    floats = [t for s in states for t in s.values() if t.is_floating_point()]
+    assert all(t.dtype == torch.float16 for t in floats)
+    doc = json.loads((SHIPPED / "config.json").read_text())
+    assert doc["metadata"]["kind"] == "magvit" and doc["metadata"]["transformer_steps"] > 0
+
+
+def test_shipped_checkpoint_generates():
+    pipe = MagvitPipeline.from_checkpoint(None)  # the default: the shipped one
+    t, h, w = pipe.config.video_shape
+    video = torch.zeros(1, 3, t, h, w)
+    video[:, :, :, 8:16, 8:16] = 1.0
+    out = pipe.generate("fp", video, [0], [0], DecodeOptions(steps=2))
+    assert out.shape == (1, 3, t, h, w) and torch.isfinite(out).all()
+    # Frame prediction keeps the frames it was given (up to the tokenizer's reconstruction).
+    assert (out[:, :, :5] - video[:, :, :5]).abs().mean() < 0.1
