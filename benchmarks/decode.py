@@ -23,7 +23,7 @@ from models.decoding import DecodeOptions, decode
 from models.pipeline import MagvitPipeline, resolve_device
 
 
-def _timed(fn, device: torch.device) -> float:
+def timed(fn, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -58,9 +58,9 @@ def bench_config(name: str, device: torch.device, repeats: int, batch: int, step
     times: dict[str, list[float]] = {"magvit_tokens": [], "autoregressive_tokens": [],
                                      "magvit_video": []}  # fmt: skip
     for _ in range(repeats):
-        times["magvit_tokens"].append(_timed(magvit_tokens, device))
-        times["autoregressive_tokens"].append(_timed(ar_tokens, device))
-        times["magvit_video"].append(_timed(magvit_video, device))
+        times["magvit_tokens"].append(timed(magvit_tokens, device))
+        times["autoregressive_tokens"].append(timed(ar_tokens, device))
+        times["magvit_video"].append(timed(magvit_video, device))
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "video": list(cfg.video_shape),

@@ -14,13 +14,13 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.decode import timed  # noqa: E402
 from models.config import get_config  # noqa: E402
 from models.pipeline import build_tokenizer, build_transformer, resolve_device  # noqa: E402
 from training.common import autocast_for  # noqa: E402
@@ -48,16 +48,6 @@ def _steps(cfg, batch_tok: int, batch_tr: int, device: torch.device) -> dict:
     return {"tokenizer": tokenizer_step, "transformer": transformer_step}
 
 
-def _timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="default")
@@ -77,7 +67,7 @@ def main() -> None:
             step(precision)
         for _ in range(args.repeats):
             for precision in times:
-                times[precision].append(_timed(lambda s=step, q=precision: s(q), device))
+                times[precision].append(timed(lambda s=step, q=precision: s(q), device))
         fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
         report[name] = {"fp32_s": fp32, "bf16_s": bf16, "speedup": fp32 / bf16}
     print(json.dumps(report, indent=2))
