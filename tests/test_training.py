@@ -283,6 +283,11 @@ def test_decoder_only_training_keeps_tokens_and_export_takes_the_new_decoder(tmp
     assert main(["export", "--checkpoint", str(tr), "--tokenizer", str(tr),
                  "--out", str(tr)]) == 2  # fmt: skip
     assert "another directory" in capsys.readouterr().err
+    bigger = tmp_path / "bigger"
+    save_checkpoint(bigger, CONFIGS["default"], build_tokenizer(CONFIGS["default"]).state_dict())
+    assert main(["export", "--checkpoint", str(tr), "--tokenizer", str(bigger),
+                 "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert "another configuration" in capsys.readouterr().err
     other = tmp_path / "other"
     assert main(["train", "tokenizer", *common, "--steps", "1", "--seed", "5",
                  "--out", str(other)]) == 0  # fmt: skip
@@ -291,3 +296,34 @@ def test_decoder_only_training_keeps_tokens_and_export_takes_the_new_decoder(tmp
                  "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "encodes differently" in err and "differs" in err
+
+
+def test_trainers_take_the_precision_setting_and_check_it_first(tmp_path, capsys):
+    tok = tmp_path / "tok"
+    # bf16 autocast through the whole tokenizer step, the GAN and R1 included.
+    assert main(["train", "tokenizer", "--config", "tiny", "--steps", "2", "--batch-size", "2",
+                 "--adv-start", "0", "--r1-every", "1", "--log-every", "1", "--precision", "bf16",
+                 "--out", str(tok)]) == 0  # fmt: skip
+    records = [json.loads(line) for line in (tok / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert len(steps) == 2 and all(math.isfinite(r[k]) for r in steps for k in ("loss", "d_loss"))
+    assert records[0]["config"]["precision"] == "bf16"
+    for kind, extra in (("tokenizer", []), ("transformer", ["--tokenizer", str(tok)])):
+        capsys.readouterr()
+        assert main(["train", kind, "--config", "tiny", "--precision", "fp8", *extra,
+                     "--out", str(tmp_path / kind)]) == 2  # fmt: skip
+        assert "precision must be" in capsys.readouterr().err
+        assert not (tmp_path / kind / "cache").exists()  # refused before any work
+
+
+def test_init_is_checked(tmp_path, capsys):
+    tok = tmp_path / "tok"
+    save_checkpoint(tok, CONFIGS["tiny"], build_tokenizer(CONFIGS["tiny"]).state_dict())
+    for args, message in (
+        (["--config", "default", "--init", str(tok)], "is not the one of preset"),
+        (["--config", "tiny", "--init", str(tok), "--init-2d", str(tok)], "exclude each other"),
+    ):
+        capsys.readouterr()
+        assert main(["train", "tokenizer", *args, "--steps", "1", "--out",
+                     str(tmp_path / "x")]) == 2  # fmt: skip
+        assert message in capsys.readouterr().err

@@ -85,6 +85,7 @@ def _ema_decay(decay: float, step: int) -> float:
 
 def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     info = init_distributed(cfg.device)
+    autocast = autocast_for(info.device, cfg.precision)  # a bad setting fails before any work
     model_cfg = get_config(cfg.config)
     out = Path(cfg.out)
     log = MetricsLog(out / "metrics.jsonl")
@@ -143,7 +144,6 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     train_model = wrap_ddp(tokenizer, info)
     train_disc = wrap_ddp(disc, info)
     dataset = make_dataset(cfg.data, model_cfg, "train")
-    autocast = autocast_for(info.device, cfg.precision)
     end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
     plan = [info.shard(batch_indices(cfg.seed, step, cfg.batch_size, len(dataset)))
             for step in range(start, end)]  # fmt: skip

@@ -104,6 +104,7 @@ def commit_batch(cache, indices, config, generator, class_dropout, device):
 
 def train_transformer(cfg: TransformerTrainConfig) -> Path:
     info = init_distributed(cfg.device)
+    autocast = autocast_for(info.device, cfg.precision)  # a bad setting fails before caching
     config = get_config(cfg.config)
     tok_ckpt = load_checkpoint(cfg.tokenizer)
     if tok_ckpt.config.tokenizer != config.tokenizer:
@@ -142,7 +143,6 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
                    "world_size": info.world_size, "cached_clips": len(cache)})  # fmt: skip
     train_model = wrap_ddp(model, info)
     k = config.vocab.codebook_size
-    autocast = autocast_for(info.device, cfg.precision)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="transformer",
                disable=not info.is_main)  # fmt: skip
     t0 = time.perf_counter()
