@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--num-clips", type=int, default=32)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tasks", help="comma-separated task codes (default: all of the checkpoint's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--fvd-real", type=Path, help="I3D features of real clips (npz 'features')")
     p.add_argument("--fvd-fake", type=Path, help="I3D features of generated clips")
@@ -32,16 +33,22 @@ def run(args: argparse.Namespace) -> int:
     from training.datasets import make_dataset
     from training.evaluate import evaluate, fvd_from_files, task_samples
     from training.logs import save_grid
+    from training.transformer_trainer import parse_tasks
 
     if args.num_clips < 1:
         raise CliError("--num-clips must be at least 1")
     try:
         pipe = MagvitPipeline.from_checkpoint(args.checkpoint, args.device)
         dataset = make_dataset(args.data, pipe.config, "eval", num_clips=args.num_clips)
+        tasks = (
+            pipe.config.tasks if args.tasks is None else parse_tasks(args.tasks, pipe.config.tasks)
+        )
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         raise CliError(str(err)) from None
+    except KeyError as err:
+        raise CliError(err.args[0]) from None
     n = min(args.num_clips, len(dataset))
-    report = evaluate(pipe, dataset, n, args.seed, DecodeOptions(steps=args.steps))
+    report = evaluate(pipe, dataset, n, args.seed, DecodeOptions(steps=args.steps), tasks=tasks)
     if args.fvd_real or args.fvd_fake:
         if not (args.fvd_real and args.fvd_fake):
             raise CliError("--fvd-real and --fvd-fake go together")

@@ -214,7 +214,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, tiny_tokenizer):
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)
 
 
-def test_cli_train_then_generate(tmp_path):
+def test_cli_train_then_generate(tmp_path, capsys):
     tok, tr = tmp_path / "tok", tmp_path / "tr"
     assert main(["train", "tokenizer", "--config", "tiny", "--steps", "2", "--batch-size", "2",
                  "--out", str(tok), "--adv-start", "1",
@@ -230,6 +230,15 @@ def test_cli_train_then_generate(tmp_path):
     assert main(["eval", "--checkpoint", str(tr), "--num-clips", "2", "--steps", "2",
                  "--samples", str(samples), "--json"]) == 0  # fmt: skip
     assert samples.read_bytes().startswith(b"\x89PNG")
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tr), "--num-clips", "2", "--steps", "2",
+                 "--tasks", "FP", "--json"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"tokenizer", "fp", "num_clips"}
+    assert report["fp"]["mse"] >= 0 and report["fp"]["copy_last_frame_mse"] >= 0
+    # A task the checkpoint was not trained for is refused before any work.
+    assert main(["eval", "--checkpoint", str(tr), "--tasks", "fp,opc"]) == 2
+    assert "opc" in capsys.readouterr().err
     assert (
         main(
             ["generate", "opc", "--checkpoint", str(tr), "--output", str(out), "--input", str(out)]

@@ -7,6 +7,7 @@ Shapes: videos [B, 3, T, H, W] in [0, 1].
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +73,12 @@ def fvd_from_files(real: Path, fake: Path) -> float:
 
 @torch.no_grad()
 def evaluate(pipe: MagvitPipeline, dataset, num_clips: int, seed: int = 0,
-             options: DecodeOptions = DecodeOptions(), batch_size: int = 4) -> dict:  # fmt: skip
-    """Metrics on the first `num_clips` clips of `dataset` (held-out data)."""
+             options: DecodeOptions = DecodeOptions(), batch_size: int = 4,
+             tasks: Sequence[str] | None = None) -> dict:  # fmt: skip
+    """Metrics on the first `num_clips` clips of `dataset` (held-out data), for `tasks` (default:
+    every task of the checkpoint)."""
     cfg = pipe.config
+    tasks = cfg.tasks if tasks is None else tasks
     t, h, w = cfg.video_shape
     sums: dict[str, list[float]] = {}
 
@@ -89,7 +93,7 @@ def evaluate(pipe: MagvitPipeline, dataset, num_clips: int, seed: int = 0,
         add("tokenizer/psnr", psnr(recon, video))
         add("tokenizer/ssim", ssim(recon, video))
         seeds = [seed + start + i for i in range(len(items))]
-        for code in cfg.tasks:
+        for code in tasks:
             task = get_task(code)
             out = pipe.generate(code, video if task.needs_video else None, labels, seeds, options)
             if not task.needs_video:
