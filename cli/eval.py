@@ -1,5 +1,6 @@
 """`magvit eval`: metrics of a checkpoint on held-out clips (default: the shipped checkpoint on
-held-out synthetic clips)."""
+held-out synthetic clips). A tokenizer checkpoint (no transformer) gets its reconstruction
+metrics alone."""
 
 from __future__ import annotations
 
@@ -27,33 +28,46 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.checkpoint import CheckpointError
+    from models.checkpoint import CheckpointError, default_checkpoint_dir, load_checkpoint
     from models.decoding import DecodeOptions
-    from models.pipeline import MagvitPipeline
+    from models.pipeline import MagvitPipeline, build_tokenizer
     from training.datasets import make_dataset
-    from training.evaluate import evaluate, fvd_from_files, task_samples
+    from training.evaluate import evaluate, evaluate_tokenizer, fvd_from_files, task_samples
     from training.logs import save_grid
     from training.transformer_trainer import parse_tasks
 
     if args.num_clips < 1:
         raise CliError("--num-clips must be at least 1")
+    if bool(args.fvd_real) != bool(args.fvd_fake):
+        raise CliError("--fvd-real and --fvd-fake go together")
+    path = args.checkpoint or default_checkpoint_dir()
     try:
-        pipe = MagvitPipeline.from_checkpoint(args.checkpoint, args.device)
-        dataset = make_dataset(args.data, pipe.config, "eval", num_clips=args.num_clips)
-        tasks = (
-            pipe.config.tasks if args.tasks is None else parse_tasks(args.tasks, pipe.config.tasks)
-        )
+        ckpt = load_checkpoint(path)
+        dataset = make_dataset(args.data, ckpt.config, "eval", num_clips=args.num_clips)
+        if ckpt.transformer_state is None:  # a tokenizer checkpoint: its reconstructions alone
+            if args.tasks or args.samples:
+                raise CliError(f"{path} holds a tokenizer only: --tasks and --samples need a "
+                               "transformer")  # fmt: skip
+            pipe = None
+        else:
+            pipe = MagvitPipeline.from_loaded(ckpt, args.device)
+            tasks = (ckpt.config.tasks if args.tasks is None
+                     else parse_tasks(args.tasks, ckpt.config.tasks))  # fmt: skip
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         raise CliError(str(err)) from None
     except KeyError as err:
         raise CliError(err.args[0]) from None
     n = min(args.num_clips, len(dataset))
-    report = evaluate(pipe, dataset, n, args.seed, DecodeOptions(steps=args.steps), tasks=tasks)
-    if args.fvd_real or args.fvd_fake:
-        if not (args.fvd_real and args.fvd_fake):
-            raise CliError("--fvd-real and --fvd-fake go together")
+    if pipe is None:
+        tokenizer = build_tokenizer(ckpt.config)
+        tokenizer.load_state_dict({k: v.float() for k, v in ckpt.tokenizer_state.items()})
+        report = evaluate_tokenizer(tokenizer.to(args.device).eval(), dataset, n)
+    else:
+        report = evaluate(pipe, dataset, n, args.seed, DecodeOptions(steps=args.steps),
+                          tasks=tasks)  # fmt: skip
+    if args.fvd_real:
         report["fvd"] = fvd_from_files(args.fvd_real, args.fvd_fake)
-    if args.samples:
+    if args.samples and pipe is not None:
         video, label = dataset[0]
         rows = task_samples(pipe, video.to(pipe.device, pipe.dtype), label, args.seed,
                             DecodeOptions(steps=args.steps))  # fmt: skip

@@ -13,7 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.checkpoint import default_checkpoint_dir, load_checkpoint
+from models.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    default_checkpoint_dir,
+    load_checkpoint,
+)
 from models.config import ModelConfig, get_config
 from models.decoding import DecodeOptions, ProgressFn, StepInfo, decode
 from models.tasks import Task, get_task
@@ -84,6 +89,15 @@ class MagvitPipeline:
         cls, path: str | Path | None = None, device: str | torch.device = "cpu", dtype=None
     ) -> MagvitPipeline:
         ckpt = load_checkpoint(path or default_checkpoint_dir(), require_transformer=True)
+        return cls.from_loaded(ckpt, device, dtype)
+
+    @classmethod
+    def from_loaded(
+        cls, ckpt: Checkpoint, device: str | torch.device = "cpu", dtype=None
+    ) -> MagvitPipeline:
+        """A pipeline of a complete checkpoint already read (`load_checkpoint`)."""
+        if ckpt.transformer_state is None:
+            raise CheckpointError("a pipeline needs a checkpoint with a transformer")
         tokenizer = build_tokenizer(ckpt.config)
         transformer = build_transformer(ckpt.config)
         tokenizer.load_state_dict({k: v.float() for k, v in ckpt.tokenizer_state.items()})

@@ -236,6 +236,13 @@ def test_cli_train_then_generate(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert set(report) == {"tokenizer", "fp", "num_clips"}
     assert report["fp"]["mse"] >= 0 and report["fp"]["copy_last_frame_mse"] >= 0
+    # A tokenizer checkpoint gets its reconstruction figures alone: those of the complete one.
+    assert main(["eval", "--checkpoint", str(tok), "--num-clips", "2", "--json"]) == 0
+    alone = json.loads(capsys.readouterr().out)
+    assert set(alone) == {"tokenizer", "num_clips"}
+    assert alone["tokenizer"] == pytest.approx(report["tokenizer"])
+    assert main(["eval", "--checkpoint", str(tok), "--tasks", "fp"]) == 2
+    assert "tokenizer only" in capsys.readouterr().err
     # A task the checkpoint was not trained for is refused before any work.
     assert main(["eval", "--checkpoint", str(tr), "--tasks", "fp,opc"]) == 2
     assert "opc" in capsys.readouterr().err

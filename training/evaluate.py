@@ -18,6 +18,7 @@ from tqdm import tqdm
 from models.decoding import DecodeOptions
 from models.pipeline import MagvitPipeline
 from models.tasks import get_task
+from models.tokenizer import VQTokenizer
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -71,6 +72,41 @@ def fvd_from_files(real: Path, fake: Path) -> float:
         return frechet_distance(r["features"].astype(np.float64), f["features"].astype(np.float64))
 
 
+def _batches(dataset, num_clips: int, batch_size: int):
+    """(index of the first clip, videos [B, 3, T, H, W], labels) over the first `num_clips`."""
+    for start in tqdm(range(0, num_clips, batch_size), desc="evaluating"):
+        items = [dataset[i] for i in range(start, min(num_clips, start + batch_size))]
+        yield start, torch.stack([v for v, _ in items]), [label for _, label in items]
+
+
+def _mean_report(sums: dict[str, list[float]], num_clips: int) -> dict:
+    report: dict[str, dict[str, float]] = {}
+    for key, values in sums.items():
+        group, name = key.split("/")
+        report.setdefault(group, {})[name] = float(np.mean(values))
+    report["num_clips"] = num_clips  # type: ignore[assignment]
+    return report
+
+
+def _add_reconstruction(sums: dict[str, list[float]], tokenizer: VQTokenizer,
+                        video: torch.Tensor, dtype: torch.dtype) -> None:  # fmt: skip
+    device = next(tokenizer.parameters()).device
+    recon = tokenizer.decode(tokenizer.encode(video.to(device, dtype))).float().clamp(0, 1).cpu()
+    sums.setdefault("tokenizer/psnr", []).append(psnr(recon, video))
+    sums.setdefault("tokenizer/ssim", []).append(ssim(recon, video))
+
+
+@torch.no_grad()
+def evaluate_tokenizer(tokenizer: VQTokenizer, dataset, num_clips: int, batch_size: int = 4,
+                       dtype: torch.dtype = torch.float32) -> dict:  # fmt: skip
+    """Reconstruction metrics of a tokenizer alone (in eval mode) on the first `num_clips` clips
+    of `dataset`: the same figures as the "tokenizer" part of `evaluate`."""
+    sums: dict[str, list[float]] = {}
+    for _, video, _ in _batches(dataset, num_clips, batch_size):
+        _add_reconstruction(sums, tokenizer, video, dtype)
+    return _mean_report(sums, num_clips)
+
+
 @torch.no_grad()
 def evaluate(pipe: MagvitPipeline, dataset, num_clips: int, seed: int = 0,
              options: DecodeOptions = DecodeOptions(), batch_size: int = 4,
@@ -85,14 +121,9 @@ def evaluate(pipe: MagvitPipeline, dataset, num_clips: int, seed: int = 0,
     def add(key: str, value: float) -> None:
         sums.setdefault(key, []).append(value)
 
-    for start in tqdm(range(0, num_clips, batch_size), desc="evaluating"):
-        items = [dataset[i] for i in range(start, min(num_clips, start + batch_size))]
-        video = torch.stack([v for v, _ in items])
-        labels = [label for _, label in items]
-        recon = pipe.decode_tokens(pipe.tokenizer.encode(video.to(pipe.device, pipe.dtype)))
-        add("tokenizer/psnr", psnr(recon, video))
-        add("tokenizer/ssim", ssim(recon, video))
-        seeds = [seed + start + i for i in range(len(items))]
+    for start, video, labels in _batches(dataset, num_clips, batch_size):
+        _add_reconstruction(sums, pipe.tokenizer, video, pipe.dtype)
+        seeds = [seed + start + i for i in range(len(labels))]
         for code in tasks:
             task = get_task(code)
             out = pipe.generate(code, video if task.needs_video else None, labels, seeds, options)
@@ -104,12 +135,7 @@ def evaluate(pipe: MagvitPipeline, dataset, num_clips: int, seed: int = 0,
             baseline = task.condition_video(video, cfg.cond_frames)
             add(f"{code}/{_baseline_name(code)}_mse", (baseline - video).pow(2)[..., region]
                 .mean().item())  # fmt: skip
-    report: dict[str, dict[str, float]] = {}
-    for key, values in sums.items():
-        group, name = key.split("/")
-        report.setdefault(group, {})[name] = float(np.mean(values))
-    report["num_clips"] = num_clips  # type: ignore[assignment]
-    return report
+    return _mean_report(sums, num_clips)
 
 
 @torch.no_grad()
