@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from models.checkpoint import CheckpointError, default_checkpoint_dir, load_checkpoint
     from models.decoding import DecodeOptions
-    from models.pipeline import MagvitPipeline, build_tokenizer
+    from models.pipeline import MagvitPipeline, load_tokenizer
     from training.datasets import make_dataset
     from training.evaluate import evaluate, evaluate_tokenizer, fvd_from_files, task_samples
     from training.logs import save_grid
@@ -59,9 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(err.args[0]) from None
     n = min(args.num_clips, len(dataset))
     if pipe is None:
-        tokenizer = build_tokenizer(ckpt.config)
-        tokenizer.load_state_dict({k: v.float() for k, v in ckpt.tokenizer_state.items()})
-        report = evaluate_tokenizer(tokenizer.to(args.device).eval(), dataset, n)
+        report = evaluate_tokenizer(load_tokenizer(ckpt).to(args.device).eval(), dataset, n)
     else:
         report = evaluate(pipe, dataset, n, args.seed, DecodeOptions(steps=args.steps),
                           tasks=tasks)  # fmt: skip

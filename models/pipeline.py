@@ -36,6 +36,13 @@ def build_tokenizer(config: ModelConfig) -> VQTokenizer:
     return VQTokenizer(config.tokenizer)
 
 
+def load_tokenizer(ckpt: Checkpoint) -> VQTokenizer:
+    """The tokenizer of a checkpoint already read, in fp32 whatever precision it is stored in."""
+    tokenizer = build_tokenizer(ckpt.config)
+    tokenizer.load_state_dict({k: v.float() for k, v in ckpt.tokenizer_state.items()})
+    return tokenizer
+
+
 def build_transformer(config: ModelConfig) -> BidirectionalTransformer:
     return BidirectionalTransformer(
         config.transformer, vocab_size=config.vocab.size, max_positions=config.sequence_length
@@ -98,9 +105,8 @@ class MagvitPipeline:
         """A pipeline of a complete checkpoint already read (`load_checkpoint`)."""
         if ckpt.transformer_state is None:
             raise CheckpointError("a pipeline needs a checkpoint with a transformer")
-        tokenizer = build_tokenizer(ckpt.config)
+        tokenizer = load_tokenizer(ckpt)
         transformer = build_transformer(ckpt.config)
-        tokenizer.load_state_dict({k: v.float() for k, v in ckpt.tokenizer_state.items()})
         transformer.load_state_dict({k: v.float() for k, v in ckpt.transformer_state.items()})
         return cls(ckpt.config, tokenizer, transformer, device, dtype)
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import get_config
 from models.decoding import DecodeOptions
-from models.pipeline import MagvitPipeline, build_tokenizer, build_transformer
+from models.pipeline import MagvitPipeline, build_transformer, load_tokenizer
 from models.schedule import commit_mask
 from models.sequence import build_sequence
 from models.tasks import TASK_CODES, get_task
@@ -115,8 +115,7 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
     log = MetricsLog(out / "metrics.jsonl")
 
     def build():
-        tokenizer = build_tokenizer(config)
-        tokenizer.load_state_dict({k: v.float() for k, v in tok_ckpt.tokenizer_state.items()})
+        tokenizer = load_tokenizer(tok_ckpt)
         dataset = make_dataset(cfg.data, config, "train")
         return build_token_cache(tokenizer, config, dataset, tasks, cfg.cache_clips,
                                  device=info.device, show_progress=info.is_main,
