@@ -32,8 +32,9 @@ class VectorQuantizer(nn.Module):
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        # Official init: variance-scaling uniform over the codebook entries.
-        bound = (3.0 / cfg.embedding_dim) ** 0.5
+        # Official init: Flax variance_scaling(1, "fan_in", "uniform") on the [K, D] codebook,
+        # whose fan-in is K (the second-to-last axis): U(-sqrt(3/K), sqrt(3/K)).
+        bound = (3.0 / cfg.codebook_size) ** 0.5
         self.codebook = nn.Parameter(torch.empty(cfg.codebook_size, cfg.embedding_dim))
         nn.init.uniform_(self.codebook, -bound, bound)
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from models.config import CONFIGS, TokenizerConfig
 from models.inflation import inflate_2d_to_3d
+from models.quantizer import VectorQuantizer
 from models.tokenizer import Conv, VQTokenizer
 
 TINY = CONFIGS["tiny"].tokenizer
@@ -112,3 +113,13 @@ def test_central_inflation_equals_per_frame_conv_on_static_video(padding):
     torch.testing.assert_close(w.sum(2), tok2d.state_dict()["encoder.conv_in.conv.weight"])
     with pytest.raises(ValueError):
         inflate_2d_to_3d(tok2d.state_dict(), cfg3d, "sideways")
+
+
+def test_codebook_init_scale_is_the_official_fan_in_over_entries():
+    # Flax variance_scaling(1, fan_in, uniform) on [K, D]: bound sqrt(3 / K), not sqrt(3 / D).
+    cfg = dataclasses.replace(TINY, codebook_size=1024, embedding_dim=8)
+    torch.manual_seed(0)
+    codebook = VectorQuantizer(cfg).codebook.detach()
+    bound = (3.0 / 1024) ** 0.5
+    assert codebook.abs().max() <= bound
+    assert codebook.abs().max() > 0.95 * bound
