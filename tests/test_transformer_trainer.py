@@ -1,0 +1,51 @@
+"""The transformer trainer's recipe: a task per example per step."""
+
+from __future__ import annotations
+
+import torch
+
+from models.config import CONFIGS
+from models.tasks import TASK_CODES, get_task
+from training.token_cache import build_token_cache
+from training.transformer_trainer import commit_batch, step_tasks
+
+from .test_token_cache import PoolTokenizer, _dataset
+
+CONFIG = CONFIGS["tiny"]
+
+
+def _cache(n: int = 6):
+    return build_token_cache(PoolTokenizer(CONFIG), CONFIG, _dataset(n), TASK_CODES, n,
+                             show_progress=False)  # fmt: skip
+
+
+def test_tasks_vary_per_example_and_follow_seed_and_step():
+    a = step_tasks(0, 7, 64, TASK_CODES)
+    assert a.shape == (64,) and len(set(a.tolist())) == 10  # all ten within one batch
+    assert torch.equal(a, step_tasks(0, 7, 64, TASK_CODES))  # a resumed run draws the same
+    assert not torch.equal(a, step_tasks(0, 8, 64, TASK_CODES))
+    assert not torch.equal(a, step_tasks(1, 7, 64, TASK_CODES))
+    subset = step_tasks(0, 7, 64, ("fi", "cg"))
+    assert set(subset.tolist()) == {TASK_CODES.index("fi"), TASK_CODES.index("cg")}
+
+
+def test_a_training_batch_uses_each_examples_task():
+    cache, vocab = _cache(), CONFIG.vocab
+    indices = [2, 2, 2, 2, 2, 2, 2, 2]  # one clip, seen under several tasks in one step
+    tasks = step_tasks(3, 11, len(indices), TASK_CODES)
+    assert len(set(tasks.tolist())) > 1
+    g = torch.Generator().manual_seed(0)
+    ids, segments, targets = commit_batch(cache, indices, tasks, CONFIG, g, 0.0, "cpu")
+    assert torch.equal(ids[:, 0] - vocab.task_token(0), tasks)
+    lt, lh, lw = CONFIG.token_shape
+    for row, task in enumerate(tasks.tolist()):
+        t = get_task(TASK_CODES[task])
+        region = t.token_mask(lt, lh, lw, CONFIG.cond_latent_frames).flatten()
+        cond = cache.condition_tokens(torch.tensor([2]), torch.tensor([task]))[0].flatten()
+        seg = segments[row, 2:].bool()
+        assert not (seg & ~region).any()  # condition tokens only inside the task's region
+        assert torch.equal(ids[row, 2:][seg], cond[seg])
+        assert torch.equal(targets[row], cache.tokens[2].flatten().long())
+    again = commit_batch(cache, indices, tasks, CONFIG, torch.Generator().manual_seed(0), 0.0,
+                         "cpu")  # fmt: skip
+    assert torch.equal(again[0], ids)
