@@ -1,13 +1,14 @@
-"""The transformer trainer's recipe: a task per example per step."""
+"""The transformer trainer's recipe: a task per example per step, kernel-only weight decay."""
 
 from __future__ import annotations
 
 import torch
 
 from models.config import CONFIGS
+from models.pipeline import build_transformer
 from models.tasks import TASK_CODES, get_task
 from training.token_cache import build_token_cache
-from training.transformer_trainer import commit_batch, step_tasks
+from training.transformer_trainer import commit_batch, param_groups, step_tasks
 
 from .test_token_cache import PoolTokenizer, _dataset
 
@@ -49,3 +50,23 @@ def test_a_training_batch_uses_each_examples_task():
     again = commit_batch(cache, indices, tasks, CONFIG, torch.Generator().manual_seed(0), 0.0,
                          "cpu")  # fmt: skip
     assert torch.equal(again[0], ids)
+
+
+def test_weight_decay_only_on_kernels():
+    model = build_transformer(CONFIG)
+    groups = param_groups(model, 0.045)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    plain = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert decayed | plain == set(names.values()) and not decayed & plain
+    assert all(g["weight_decay"] in (0.0, 0.045) for g in groups)
+    assert {"layers.0.attention.query.weight", "layers.1.output.weight",
+            "layers.0.intermediate.weight", "mlm_dense.weight"} <= decayed  # fmt: skip
+    # Embeddings (the word embedding is also the tied output matrix), norms, biases: no decay.
+    for name in ("word_embeddings.weight", "position_embeddings.weight",
+                 "segment_embeddings.weight", "embeddings_ln.weight", "embeddings_ln.bias",
+                 "mlm_ln.weight", "mlm_bias", "layers.0.attention_ln.weight",
+                 "layers.0.attention.query.bias", "layers.1.output.bias"):  # fmt: skip
+        assert name in plain, name
+    assert all(name.endswith(".weight") and "_ln" not in name and "embeddings" not in name
+               for name in decayed)  # fmt: skip

@@ -3,9 +3,9 @@
 Each sample is a cached clip under a task drawn for it at this step (uniformly from the chosen
 tasks, as a function of (seed, step), so every clip is seen under every task and a resumed run
 sees the same batches): COMMIT masking (`models.schedule.commit_mask`), class tokens for the
-class tasks (dropped to "unconditional" with probability `class_dropout`, so classifier-free
-guidance works), cross-entropy on every video token with label smoothing. AdamW (0.9, 0.96),
-weight decay 0.045, warm-up and cosine decay, gradient clipping 1.0, EMA.
+class tasks (dropped to "unconditional" with probability `class_dropout`), cross-entropy on every
+video token with label smoothing. AdamW (0.9, 0.96) with weight decay 0.045 on kernels only (as
+the official optimizer), warm-up and cosine decay, gradient clipping 1.0, EMA.
 The output directory is a complete checkpoint (tokenizer + transformer).
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from models.checkpoint import load_checkpoint, save_checkpoint
@@ -91,6 +92,21 @@ def step_tasks(seed: int, step: int, batch_size: int, tasks: tuple[str, ...]) ->
     return torch.tensor([TASK_CODES.index(tasks[i]) for i in choice.tolist()], dtype=torch.long)
 
 
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on the kernels of linear and conv layers only; embeddings (and so
+    the tied output matrix), LayerNorms and biases are not decayed, as in the official
+    optimizer, whose decay mask takes Flax's `kernel` parameters."""
+    kernels = {
+        id(m.weight)
+        for m in model.modules()
+        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)
+    }
+    decay = [p for p in model.parameters() if id(p) in kernels]
+    rest = [p for p in model.parameters() if id(p) not in kernels]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": rest, "weight_decay": 0.0}]  # fmt: skip
+
+
 def commit_batch(
     cache: TokenCache,
     indices: list[int],
@@ -146,11 +162,7 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
                           cfg.cache_clips, tasks)  # fmt: skip
     torch.manual_seed(cfg.seed)
     model = build_transformer(config).to(info.device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.96))
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.96))
     ema = EMA(model, cfg.ema_decay)
     start = 0
     if cfg.resume and has_training_state(out):
