@@ -1,4 +1,5 @@
-"""The transformer trainer's recipe: a task per example per step, kernel-only weight decay."""
+"""The transformer trainer's recipe: a task per example per step, kernel-only weight decay,
+class-token dropout."""
 
 from __future__ import annotations
 
@@ -50,6 +51,24 @@ def test_a_training_batch_uses_each_examples_task():
     again = commit_batch(cache, indices, tasks, CONFIG, torch.Generator().manual_seed(0), 0.0,
                          "cpu")  # fmt: skip
     assert torch.equal(again[0], ids)
+
+
+def test_class_dropout_setting():
+    cache, vocab = _cache(), CONFIG.vocab
+    cfp, cg, fp = (TASK_CODES.index(c) for c in ("cfp", "cg", "fp"))
+    tasks = torch.tensor([cfp, cg, fp, cfp, cg, fp])
+    indices = list(range(6))
+
+    def class_tokens(p: float) -> list[int]:
+        g = torch.Generator().manual_seed(0)
+        return commit_batch(cache, indices, tasks, CONFIG, g, p, "cpu")[0][:, 1].tolist()
+
+    uncond = vocab.class_token(None)
+    labels = cache.labels.tolist()
+    kept = [vocab.class_token(labels[i]) if t in (cfp, cg) else uncond
+            for i, t in enumerate(tasks.tolist())]  # fmt: skip
+    assert class_tokens(0.0) == kept  # the official recipe: no dropout
+    assert class_tokens(1.0) == [uncond] * 6
 
 
 def test_weight_decay_only_on_kernels():

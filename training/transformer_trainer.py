@@ -64,6 +64,9 @@ class TransformerTrainConfig:
     grad_clip: float = 1.0
     label_smoothing: float = 1e-4
     ema_decay: float = 0.999
+    # Probability that a class task's sample gets the "unconditional" class token instead of its
+    # label. The official trainer has none (0.0); 0.1 keeps an unconditional branch for
+    # classifier-free guidance (`DecodeOptions.guidance_scale`), which needs one.
     class_dropout: float = 0.1
     cache_clips: int = 4096
     seed: int = 0
