@@ -1,9 +1,11 @@
 """Training the bidirectional transformer with multi-task COMMIT (spec section 6).
 
-Each sample is a cached clip with its task: COMMIT masking (`models.schedule.commit_mask`),
-class tokens for the class tasks (dropped to "unconditional" with probability `class_dropout`, so
-classifier-free guidance works), cross-entropy on every video token with label smoothing.
-AdamW (0.9, 0.96), weight decay 0.045, warm-up and cosine decay, gradient clipping 1.0, EMA.
+Each sample is a cached clip under a task drawn for it at this step (uniformly from the chosen
+tasks, as a function of (seed, step), so every clip is seen under every task and a resumed run
+sees the same batches): COMMIT masking (`models.schedule.commit_mask`), class tokens for the
+class tasks (dropped to "unconditional" with probability `class_dropout`), cross-entropy on every
+video token with label smoothing. AdamW (0.9, 0.96) with weight decay 0.045 on kernels only (as
+the official optimizer), warm-up and cosine decay, gradient clipping 1.0, EMA.
 The output directory is a complete checkpoint (tokenizer + transformer).
 """
 
@@ -14,12 +16,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
 from models.checkpoint import load_checkpoint, save_checkpoint
-from models.config import get_config
+from models.config import ModelConfig, get_config
 from models.decoding import DecodeOptions
 from models.pipeline import MagvitPipeline, build_transformer, load_tokenizer
 from models.schedule import commit_mask
@@ -39,7 +43,10 @@ from training.common import (
 )
 from training.datasets import make_dataset
 from training.logs import MetricsLog, plot_curves, save_grid
-from training.token_cache import build_token_cache, load_or_build
+from training.token_cache import TokenCache, build_token_cache, load_or_build
+
+# Seeds the per-example task draw apart from the clips' (`batch_indices` uses [seed, step]).
+_TASK_STREAM = 1
 
 
 @dataclass
@@ -57,6 +64,9 @@ class TransformerTrainConfig:
     grad_clip: float = 1.0
     label_smoothing: float = 1e-4
     ema_decay: float = 0.999
+    # Probability that a class task's sample gets the "unconditional" class token instead of its
+    # label. The official trainer has none (0.0); 0.1 keeps an unconditional branch for
+    # classifier-free guidance (`DecodeOptions.guidance_scale`), which needs one.
     class_dropout: float = 0.1
     cache_clips: int = 4096
     seed: int = 0
@@ -77,15 +87,45 @@ def parse_tasks(spec: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     return tasks
 
 
-def commit_batch(cache, indices, config, generator, class_dropout, device):
-    """Inputs, segments and targets of one COMMIT batch: ids [B, L], segments [B, L], targets
-    [B, N]."""
+def step_tasks(seed: int, step: int, batch_size: int, tasks: tuple[str, ...]) -> torch.Tensor:
+    """The task of each example of one global batch [B] (TASK_CODES indices), drawn uniformly
+    from `tasks`: a function of (seed, step) alone, like the batch's clips."""
+    rng = np.random.default_rng([seed, step, _TASK_STREAM])
+    choice = rng.integers(0, len(tasks), size=batch_size)
+    return torch.tensor([TASK_CODES.index(tasks[i]) for i in choice.tolist()], dtype=torch.long)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on the kernels of linear and conv layers only; embeddings (and so
+    the tied output matrix), LayerNorms and biases are not decayed, as in the official
+    optimizer, whose decay mask takes Flax's `kernel` parameters."""
+    kernels = {
+        id(m.weight)
+        for m in model.modules()
+        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)
+    }
+    decay = [p for p in model.parameters() if id(p) in kernels]
+    rest = [p for p in model.parameters() if id(p) not in kernels]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": rest, "weight_decay": 0.0}]  # fmt: skip
+
+
+def commit_batch(
+    cache: TokenCache,
+    indices: list[int],
+    tasks: torch.Tensor,
+    config: ModelConfig,
+    generator: torch.Generator,
+    class_dropout: float,
+    device: torch.device | str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs, segments and targets of one COMMIT batch of clips `indices` under `tasks` [B]:
+    ids [B, L], segments [B, L], targets [B, N]."""
     vocab = config.vocab
     lt, lh, lw = config.token_shape
     idx = torch.tensor(indices)
     tokens = cache.tokens[idx].flatten(1).long()  # [B, N]
-    cond_tokens = cache.cond_tokens[idx].flatten(1).long()
-    tasks = cache.tasks[idx]
+    cond_tokens = cache.condition_tokens(idx, tasks).flatten(1)  # [B, N]
     masks = {t: get_task(TASK_CODES[t]).token_mask(lt, lh, lw, config.cond_latent_frames).flatten()
              for t in set(tasks.tolist())}  # fmt: skip
     cond_mask = torch.stack([masks[t] for t in tasks.tolist()])  # [B, N]
@@ -125,11 +165,7 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
                           cfg.cache_clips, tasks)  # fmt: skip
     torch.manual_seed(cfg.seed)
     model = build_transformer(config).to(info.device)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.96))
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.96))
     ema = EMA(model, cfg.ema_decay)
     start = 0
     if cfg.resume and has_training_state(out):
@@ -152,14 +188,18 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
         for group in opt.param_groups:
             group["lr"] = lr
-        # Masks and class dropout are drawn for the whole global batch from (seed, step), then
-        # each rank takes its rows: any world size sees the same batch. Dropout is per rank.
+        # Clips, tasks, masks and class dropout are drawn for the whole global batch from
+        # (seed, step), then each rank takes its rows: any world size sees the same batch.
+        # Dropout is per rank.
         indices = batch_indices(cfg.seed, step, cfg.batch_size, len(cache))
+        step_task = step_tasks(cfg.seed, step, cfg.batch_size, tasks)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         torch.manual_seed(cfg.seed + step * 7919 + info.rank)
         ids, segments, targets = (
             info.shard(list(x))
-            for x in commit_batch(cache, indices, config, g, cfg.class_dropout, info.device)
+            for x in commit_batch(
+                cache, indices, step_task, config, g, cfg.class_dropout, info.device
+            )
         )
         ids, segments, targets = torch.stack(ids), torch.stack(segments), torch.stack(targets)
         with autocast:
