@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "parity",
     "convert_official",
     "export",
+    "data",
 )
 
 

@@ -73,6 +73,18 @@ class ModelConfig:
     # Frame prediction conditions on this many pixel frames (1 for BAIR, 5 for Kinetics-600).
     cond_frames: int = 1
     tasks: tuple[str, ...] = TASK_CODES
+    # What each class id means to a user (from the training data); () when unnamed.
+    class_names: tuple[str, ...] = ()
+    # Frames of the source footage between two frames of a training clip (24 fps film, 2: a clip
+    # runs at 12 fps); recorded so users know at what frame rate the model expects motion.
+    frame_stride: int = 1
+
+    def __post_init__(self) -> None:
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+
+    def class_name(self, class_id: int) -> str:
+        return self.class_names[class_id] if self.class_names else f"class {class_id}"
 
     @property
     def video_shape(self) -> tuple[int, int, int]:
@@ -115,8 +127,9 @@ class ModelConfig:
             for key in ("channel_multipliers", "temporal_downsample"):
                 tok[key] = tuple(tok[key])
             data["frame_size"] = tuple(data["frame_size"])
-            if "tasks" in data:
-                data["tasks"] = tuple(data["tasks"])
+            for key in ("tasks", "class_names"):
+                if key in data:
+                    data[key] = tuple(data[key])
             return cls(
                 tokenizer=TokenizerConfig(**tok), transformer=TransformerConfig(**tr), **data
             )
@@ -169,25 +182,51 @@ _B_TOKENIZER = TokenizerConfig(
     codebook_size=1024,
 )
 
+_TINY = ModelConfig(
+    name="tiny",
+    num_frames=8,
+    frame_size=(16, 16),
+    tokenizer=TokenizerConfig(
+        filters=8,
+        channel_multipliers=(1, 2, 2),
+        num_res_blocks=1,
+        temporal_downsample=(True, False),
+        embedding_dim=8,
+        codebook_size=32,
+        num_groups=4,
+    ),
+    transformer=TransformerConfig(hidden_dim=32, num_layers=2, num_heads=2, mlp_dim=64),
+    num_classes=10,  # as many as the synthetic dataset has
+    cond_frames=1,
+)
+_TINY_2D = dataclasses.replace(
+    _TINY, name="tiny-2d", num_frames=1, tokenizer=dataclasses.replace(_TINY.tokenizer, conv_dim=2)
+)
+
+_VIDEO64 = ModelConfig(
+    name="video64",
+    num_frames=16,
+    frame_size=(64, 64),
+    tokenizer=TokenizerConfig(
+        filters=32,
+        channel_multipliers=(1, 2, 4),
+        num_res_blocks=1,
+        temporal_downsample=(True, True),
+        embedding_dim=32,
+        codebook_size=1024,
+        num_groups=8,
+    ),
+    transformer=TransformerConfig(hidden_dim=256, num_layers=6, num_heads=4, mlp_dim=1024),
+    num_classes=8,  # scene classes of the training film (training/data/bbb.json)
+    cond_frames=5,
+    frame_stride=2,
+)
+
 CONFIGS: dict[str, ModelConfig] = {
     # Seconds on a CPU: for tests only.
-    "tiny": ModelConfig(
-        name="tiny",
-        num_frames=8,
-        frame_size=(16, 16),
-        tokenizer=TokenizerConfig(
-            filters=8,
-            channel_multipliers=(1, 2, 2),
-            num_res_blocks=1,
-            temporal_downsample=(True, False),
-            embedding_dim=8,
-            codebook_size=32,
-            num_groups=4,
-        ),
-        transformer=TransformerConfig(hidden_dim=32, num_layers=2, num_heads=2, mlp_dim=64),
-        num_classes=10,  # as many as the synthetic dataset has
-        cond_frames=1,
-    ),
+    "tiny": _TINY,
+    # The tiny preset's image tokenizer (tests of 2D training and inflation).
+    "tiny-2d": _TINY_2D,
     # The shipped model: 16 x 32 x 32 -> 4 x 8 x 8 tokens (4x spatial, 4x temporal compression),
     # trained on CPU on synthetic sprites, sized so that a 12-step generation takes a few seconds
     # on two CPU cores.
@@ -209,6 +248,18 @@ CONFIGS: dict[str, ModelConfig] = {
         transformer=TransformerConfig(hidden_dim=256, num_layers=4, num_heads=4, mlp_dim=1024),
         num_classes=10,
         cond_frames=5,
+    ),
+    # Real footage at 64 x 64: 16 x 64 x 64 -> 4 x 16 x 16 tokens, the official BAIR geometry
+    # (channel multipliers (1, 2, 4): 4x spatial, 4x temporal). Sized for this project's CPU
+    # training and CPU serving; cost per training step in docs/training.md.
+    "video64": _VIDEO64,
+    # Its image tokenizer: the same widths in 2D, trained on single frames and inflated into
+    # the 3D one (`magvit train tokenizer --config video64 --init-2d DIR`).
+    "video64-2d": dataclasses.replace(
+        _VIDEO64,
+        name="video64-2d",
+        num_frames=1,
+        tokenizer=dataclasses.replace(_VIDEO64.tokenizer, conv_dim=2),
     ),
     # The paper's models: 16 x 128 x 128 -> 4 x 16 x 16 tokens, UCF-101 classes.
     "magvit-b": ModelConfig(

@@ -1,4 +1,4 @@
-"""Choosing a dataset by name ("synthetic" or a folder of class sub-folders of videos) and
+"""Choosing a dataset by name ("synthetic" or a folder of videos, `data/videos.py`) and
 reading it in batches, optionally in worker processes so that a GPU is not left waiting on clip
 generation or decoding. Which clips make a batch never depends on the number of workers."""
 
@@ -15,18 +15,25 @@ SYNTHETIC_TRAIN_CLIPS = 1_000_000  # indices drawn per step; clips are generated
 
 
 def make_dataset(
-    data: str, config: ModelConfig, split: str = "train", num_clips: int | None = None
+    data: str,
+    config: ModelConfig,
+    split: str = "train",
+    num_clips: int | None = None,
+    frame_stride: int | None = None,
 ) -> torch.utils.data.Dataset:
-    """Clips of the model's frames and size, with labels."""
+    """Clips of the model's frames and size, with labels. Splits: train, eval, and for a folder
+    also all (every window of every video); `frame_stride` overrides a folder's manifest."""
     t, h, w = config.video_shape
     if data == "synthetic":
         if h != w:
             raise ValueError("the synthetic dataset makes square frames")
         n = num_clips or (SYNTHETIC_TRAIN_CLIPS if split == "train" else 256)
-        return SyntheticVideos(n, num_frames=t, size=h, split=split)
-    from training.data.folder import FolderVideos
+        return SyntheticVideos(
+            n, num_frames=t, size=h, split="train" if split == "train" else "eval"
+        )
+    from training.data.videos import VideoWindows
 
-    return FolderVideos(Path(data), config, split=split, limit=num_clips)
+    return VideoWindows(Path(data), config, split=split, limit=num_clips, frame_stride=frame_stride)
 
 
 def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,8 +58,12 @@ def iter_batches(dataset, index_lists: list[list[int]], workers: int = 0, pin: b
     """Yields (videos, labels) on the CPU for each list of clip indices, in order; with
     `workers` > 0 the batches are made ahead in that many processes."""
     loader = torch.utils.data.DataLoader(
-        _Batches(dataset, index_lists), batch_size=None, shuffle=False, num_workers=workers,
-        pin_memory=pin, prefetch_factor=4 if workers else None,
+        _Batches(dataset, index_lists),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=4 if workers else None,
         persistent_workers=False,
-    )  # fmt: skip
+    )
     yield from loader

@@ -44,6 +44,7 @@ from training.logs import MetricsLog, plot_curves, save_grid
 class TokenizerTrainConfig:
     config: str = "default"
     data: str = "synthetic"
+    frame_stride: int | None = None  # frames between a window's frames; None: the folder's own
     out: str = "runs/tokenizer"
     steps: int = 1000
     batch_size: int = 8  # global, over all ranks
@@ -96,7 +97,13 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
         raise ValueError("--init and --init-2d exclude each other")
     if cfg.init_2d:
         src = load_checkpoint(cfg.init_2d)
-        tokenizer.load_state_dict(inflate_2d_to_3d(src.tokenizer_state, model_cfg.tokenizer))
+        if dataclasses.replace(src.config.tokenizer, conv_dim=3) != model_cfg.tokenizer:
+            raise ValueError(
+                f"the 2D tokenizer in {cfg.init_2d} does not have the widths of "
+                f"preset {cfg.config!r}: it cannot inflate into it"
+            )
+        state_2d = {k: v.float() for k, v in src.tokenizer_state.items()}
+        tokenizer.load_state_dict(inflate_2d_to_3d(state_2d, model_cfg.tokenizer))
     if cfg.init:
         src = load_checkpoint(cfg.init)
         if src.config.tokenizer != model_cfg.tokenizer:
@@ -108,6 +115,13 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
         tokenizer.encoder.requires_grad_(False)
         tokenizer.quantizer.requires_grad_(False)
     use_gan = cfg.adv_start < cfg.steps
+    # A 2D preset trains on single frames of the same data (spec section 2: 2D pre-training,
+    # then central inflation into the 3D tokenizer with --init-2d).
+    image_model = model_cfg.tokenizer.conv_dim == 2
+    if image_model and model_cfg.num_frames != 1:
+        raise ValueError(f"the 2D preset {cfg.config!r} must take 1 frame per clip")
+    if image_model and use_gan:
+        raise ValueError("the GAN phase trains the 3D tokenizer: set --adv-start >= --steps")
     disc = gan.Discriminator(model_cfg.tokenizer.filters, model_cfg.frame_size[0]).to(info.device)
     trainable = [p for p in tokenizer.parameters() if p.requires_grad]
     opt = torch.optim.Adam(trainable, lr=cfg.lr, betas=(cfg.beta1, 0.99))
@@ -143,7 +157,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
 
     train_model = wrap_ddp(tokenizer, info)
     train_disc = wrap_ddp(disc, info)
-    dataset = make_dataset(cfg.data, model_cfg, "train")
+    dataset = make_dataset(cfg.data, model_cfg, "train", frame_stride=cfg.frame_stride)
     end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
     plan = [info.shard(batch_indices(cfg.seed, step, cfg.batch_size, len(dataset)))
             for step in range(start, end)]  # fmt: skip
@@ -156,6 +170,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr
         video = video.to(info.device, non_blocking=True)
+        if image_model:
+            video = video[:, :, 0]  # single frames [B, 3, 1, H, W] -> [B, 3, H, W]
         gan_on = use_gan and step >= cfg.adv_start
 
         with autocast:
@@ -251,6 +267,8 @@ def _checkpoint(cfg, out, step, model_cfg, tokenizer, ema, modules, optimizers, 
     ema_model = VQTokenizer(model_cfg.tokenizer).to(video.device).eval()
     ema_model.load_state_dict(ema.shadow)
     recon = ema_model.decode(ema_model.encode(video[:2])).clamp(0, 1)
+    if video.ndim == 4:  # frames of a 2D tokenizer: shown as 1-frame clips
+        video, recon = video.unsqueeze(2), recon.unsqueeze(2)
     rows = []
     for i in range(recon.shape[0]):
         rows += [(f"real {i}", video[i]), (f"recon {i}", recon[i])]

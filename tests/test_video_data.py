@@ -1,0 +1,183 @@
+"""The real-footage data pipeline: frame stores, windows, splits, classes, fetching, presets."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from media import write_video
+from models.config import get_config
+from training.common import batch_indices
+from training.data import fetch as fetch_mod
+from training.data.framestore import detect_cuts, open_store
+from training.data.videos import MANIFEST, Manifest, VideoSpec, VideoWindows
+
+TINY = get_config("tiny")  # 8 frames of 16 x 16
+FPS = 8
+
+
+def two_shots(frames_per_shot: int = 40, height: int = 24, width: int = 56) -> np.ndarray:
+    """uint8 [2n, H, W, 3]: a bar drifting right on blue, then a cut to a bar on red."""
+    video = np.zeros((2 * frames_per_shot, height, width, 3), np.uint8)
+    for i in range(2 * frames_per_shot):
+        shot = i // frames_per_shot
+        video[i, ..., 2 - 2 * shot] = 200
+        left = (i % frames_per_shot) % (width - 6)  # no wrap-around within a shot
+        video[i, :, left : left + 6] = 255
+    return video
+
+
+@pytest.fixture
+def film(tmp_path: Path) -> Path:
+    folder = tmp_path / "film"
+    folder.mkdir()
+    write_video(folder / "a.mp4", two_shots(), fps=FPS)
+    return folder
+
+
+def test_cuts_are_found_and_motion_is_not_a_cut():
+    cuts = detect_cuts(two_shots())
+    assert len(cuts) == 1 and abs(cuts[0] - 40) <= 1
+
+
+def test_frame_store_is_built_once_memory_mapped_and_covers_the_frame(film: Path):
+    out = film / ".store" / "a"
+    info, frames = open_store(film / "a.mp4", out, (16, 16), show_progress=False)
+    assert isinstance(frames, np.memmap) and frames.dtype == np.uint8
+    assert frames.shape == (80, 16, 37, 3)  # 24 x 56 resized to cover 16 x 16, aspect kept
+    assert info.cuts and abs(info.cuts[0] - 40) <= 1
+    stamp = out.with_suffix(".npy").stat().st_mtime_ns
+    open_store(film / "a.mp4", out, (16, 16), show_progress=False)
+    assert out.with_suffix(".npy").stat().st_mtime_ns == stamp  # reused, not decoded again
+
+
+def test_windows_never_cross_a_cut_and_long_videos_give_many(film: Path):
+    data = VideoWindows(film, TINY, "train", frame_stride=2, show_progress=False)
+    span = (TINY.num_frames - 1) * 2 + 1
+    assert data.span == span and data.stats.crossing_cuts > 0
+    info, _ = open_store(film / "a.mp4", film / ".magvit-cache/frames-16x16/a.mp4", (16, 16))
+    cut = info.cuts[0]
+    starts = data.table[:, 1]
+    assert len(starts) > 10
+    assert not np.any((starts < cut) & (starts + span > cut))  # no window spans the cut
+    clip, label = data[5]
+    assert clip.shape == (3, TINY.num_frames, 16, 16) and label == 0
+
+
+def test_train_items_are_a_function_of_their_index_and_vary(film: Path):
+    a = VideoWindows(film, TINY, "train", show_progress=False)
+    b = VideoWindows(film, TINY, "train", show_progress=False)
+    plan = batch_indices(seed=3, step=7, global_batch=4, dataset_size=len(a))
+    for i in plan:
+        assert torch.equal(a[i][0], b[i][0])
+    crops = {a.window(i)[1:] for i in range(50)}
+    assert len(crops) > 5 and {flip for _, _, flip in crops} == {True, False}
+
+
+def test_a_manifest_splits_by_time_and_names_classes(film: Path):
+    manifest = Manifest(
+        ("blue bar", "red bar"),
+        1,
+        {
+            "a.mp4": VideoSpec(
+                train=((0.0, 3.0),), eval=((4.0, 10.0),), classes=((0.0, 0), (5.0, 1))
+            )
+        },
+    )
+    (film / MANIFEST).write_text(manifest.to_json())
+    train = VideoWindows(film, TINY, "train", show_progress=False)
+    held_out = VideoWindows(film, TINY, "eval", show_progress=False)
+    assert train.class_names == ("blue bar", "red bar")
+    assert train.table[:, 1].max() + train.span <= 3 * FPS  # inside 0 - 3 s
+    assert held_out.table[:, 1].min() >= 4 * FPS
+    starts = held_out.table[:, 1]
+    assert np.all(np.diff(starts) >= held_out.span)  # eval windows do not overlap
+    assert set(held_out.table[:, 2]) == {0, 1} and all(
+        label == (start >= 5 * FPS) for _, start, label in held_out.table
+    )
+    first = held_out[0][0]
+    assert torch.equal(first, VideoWindows(film, TINY, "eval", show_progress=False)[0][0])
+
+
+def test_class_sub_folders_are_classes_and_flat_folders_one(tmp_path: Path):
+    for name in ("cats", "dogs"):
+        (tmp_path / name).mkdir()
+        write_video(tmp_path / name / "x.mp4", two_shots(), fps=FPS)
+    data = VideoWindows(tmp_path, TINY, "all", show_progress=False)
+    assert data.class_names == ("cats", "dogs")
+    assert set(data.table[:, 2]) == {0, 1}
+    # Fewer than ten files and no manifest: the last tenth of each video is held out.
+    train = VideoWindows(tmp_path, TINY, "train", show_progress=False)
+    held_out = VideoWindows(tmp_path, TINY, "eval", show_progress=False)
+    assert train.table[:, 1].max() + train.span <= held_out.table[:, 1].min()
+
+
+def test_too_many_classes_for_the_model_is_refused(tmp_path: Path):
+    for i in range(TINY.num_classes + 1):
+        (tmp_path / f"c{i:02d}").mkdir()
+        write_video(tmp_path / f"c{i:02d}" / "x.mp4", two_shots(10), fps=FPS)
+    with pytest.raises(ValueError, match="classes"):
+        VideoWindows(tmp_path, TINY, "all", show_progress=False)
+
+
+def _fake_sdist(folder: Path, video: bytes) -> Path:
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as z:
+        z.writestr(fetch_mod.BBB.video_member, video)
+    sdist = folder / "moviepy-2.2.1.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        data = inner.getvalue()
+        member = tarfile.TarInfo(f"moviepy-2.2.1/{fetch_mod.BBB.zip_member}")
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data))
+    return sdist
+
+
+def test_fetch_extracts_verifies_and_writes_the_manifest(tmp_path: Path, monkeypatch):
+    video = tmp_path / "src.mp4"
+    write_video(video, two_shots(10), fps=FPS)
+    payload = video.read_bytes()
+    monkeypatch.setattr(
+        fetch_mod, "_download_sdist", lambda footage, into: _fake_sdist(into, payload)
+    )
+    monkeypatch.setattr(fetch_mod, "FOOTAGE", {"bbb": fetch_mod.BBB})
+    with pytest.raises(fetch_mod.FetchError, match="sha256"):
+        fetch_mod.fetch("bbb", tmp_path / "out", log=lambda _: None)
+    assert not (tmp_path / "out" / "bbb.mp4").exists()
+
+    good = fetch_mod.Footage(**{**fetch_mod.BBB.__dict__, "sha256": fetch_mod.sha256_of(video)})
+    monkeypatch.setattr(fetch_mod, "FOOTAGE", {"bbb": good})
+    path = fetch_mod.fetch("bbb", tmp_path / "out", log=lambda _: None)
+    assert path.read_bytes() == payload
+    manifest = Manifest.read(tmp_path / "out" / MANIFEST)
+    spec = manifest.videos["bbb.mp4"]
+    assert spec.train == (fetch_mod.TRAIN_RANGE,) and spec.eval == (fetch_mod.EVAL_RANGE,)
+    assert fetch_mod.TRAIN_RANGE[1] < fetch_mod.EVAL_RANGE[0]
+    assert manifest.frame_stride == 2 and "CC-BY" in manifest.about
+    with pytest.raises(fetch_mod.FetchError, match="unknown"):
+        fetch_mod.fetch("nope", tmp_path / "out")
+
+
+def test_bbb_classes_file_names_every_class_of_the_preset():
+    classes = json.loads(fetch_mod.CLASSES_FILE.read_text())
+    config = get_config("video64")
+    assert len(classes["class_names"]) == config.num_classes
+    times = [t for t, _ in classes["segments"]]
+    assert times == sorted(times) and {c for _, c in classes["segments"]} == set(
+        range(config.num_classes)
+    )
+
+
+def test_video64_presets_have_the_bair_geometry_and_inflate():
+    video, image = get_config("video64"), get_config("video64-2d")
+    assert video.video_shape == (16, 64, 64) and video.token_shape == (4, 16, 16)
+    assert video.tokenizer.channel_multipliers == (1, 2, 4)
+    assert image.tokenizer.conv_dim == 2 and image.num_frames == 1
+    assert image.tokenizer.filters == video.tokenizer.filters
