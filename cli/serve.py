@@ -32,9 +32,15 @@ def run(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.settings import Settings
 
-    overrides = {"host": args.host, "port": args.port, "checkpoint": args.checkpoint,
-                 "device": args.device, "queue_url": args.queue, "workers": args.workers,
-                 "data_dir": args.data_dir}  # fmt: skip
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "checkpoint": args.checkpoint,
+        "device": args.device,
+        "queue_url": args.queue,
+        "workers": args.workers,
+        "data_dir": args.data_dir,
+    }
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
         app = create_app(settings)
@@ -42,6 +48,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"invalid settings: {err}") from None
     except CheckpointError as err:
         raise CliError(str(err)) from None
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5)  # fmt: skip
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5,
+    )
     return 0

@@ -99,8 +99,9 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     config = engine.config if engine is not None else read_config(checkpoint)[0]
     metrics = Metrics()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    queue = open_queue(settings.queue_url, settings.data_dir, settings.job_max_attempts,
-                       settings.result_ttl_s)  # fmt: skip
+    queue = open_queue(
+        settings.queue_url, settings.data_dir, settings.job_max_attempts, settings.result_ttl_s
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -150,8 +151,11 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
             hmac.compare_digest(token.encode(), key.encode()) for key in settings.api_keys
         )
         if not ok:
-            raise ApiError(401, "a valid API key is required (Authorization: Bearer <key>)",
-                           headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise ApiError(
+                401,
+                "a valid API key is required (Authorization: Bearer <key>)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     errors.install(app)
     routes.install(app, auth, settings.auth_health)

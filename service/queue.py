@@ -58,12 +58,20 @@ class JobQueue(Protocol):
 
     blocking: bool
 
-    def enqueue(self, task: str, params: dict, batch_key: str, idempotency_key: str | None,
-                max_depth: int, job_id: str | None) -> tuple[Job, bool]: ...  # fmt: skip
+    def enqueue(
+        self,
+        task: str,
+        params: dict,
+        batch_key: str,
+        idempotency_key: str | None,
+        max_depth: int,
+        job_id: str | None,
+    ) -> tuple[Job, bool]: ...
     def get(self, job_id: str) -> Job | None: ...
     def find(self, idempotency_key: str) -> Job | None: ...
-    def claim_batch(self, max_batch: int, max_wait_s: float, lease_s: float,
-                    block_s: float) -> list[Job]: ...  # fmt: skip
+    def claim_batch(
+        self, max_batch: int, max_wait_s: float, lease_s: float, block_s: float
+    ) -> list[Job]: ...
     def renew(self, job_ids: list[str], lease_s: float) -> None: ...
     def set_progress(self, job_id: str, step: int, num_steps: int) -> None: ...
     def set_preview(self, job_id: str, png: bytes) -> None: ...
@@ -90,8 +98,9 @@ def worker_name() -> str:
     return f"{os.environ.get('MAGVIT_WORKER_NAME') or socket.gethostname()}-{os.getpid()}"
 
 
-def open_queue(url: str | None, data_dir: Path, max_attempts: int = 3,
-               result_ttl_s: float = 86_400.0) -> JobQueue:  # fmt: skip
+def open_queue(
+    url: str | None, data_dir: Path, max_attempts: int = 3, result_ttl_s: float = 86_400.0
+) -> JobQueue:
     """The backend a queue URL names: `sqlite:///path` (default: <data_dir>/jobs.sqlite3) or
     `redis://host:port/db` (also `rediss://`)."""
     if url is None or url.startswith("sqlite:///"):
@@ -175,29 +184,42 @@ class SqliteQueue:
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:
         return Job(
-            id=row["id"], task=row["task"], params=json.loads(row["params"]),
-            batch_key=row["batch_key"], status=row["status"], progress=row["progress"],
-            attempts=row["attempts"], created_at=row["created_at"], started_at=row["started_at"],
-            finished_at=row["finished_at"], error=row["error"],
-            result_format=row["result_format"], idempotency_key=row["idempotency_key"],
-            step=row["step"], num_steps=row["num_steps"], worker=row["worker"],
-        )  # fmt: skip
+            id=row["id"],
+            task=row["task"],
+            params=json.loads(row["params"]),
+            batch_key=row["batch_key"],
+            status=row["status"],
+            progress=row["progress"],
+            attempts=row["attempts"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            error=row["error"],
+            result_format=row["result_format"],
+            idempotency_key=row["idempotency_key"],
+            step=row["step"],
+            num_steps=row["num_steps"],
+            worker=row["worker"],
+        )
 
-    def enqueue(self, task, params, batch_key, idempotency_key=None, max_depth=1 << 30,
-                job_id=None):  # fmt: skip
+    def enqueue(
+        self, task, params, batch_key, idempotency_key=None, max_depth=1 << 30, job_id=None
+    ):
         """Returns (job, created): an existing job for a known idempotency key."""
 
         def run(db):
             if idempotency_key:
-                row = db.execute("SELECT * FROM jobs WHERE idempotency_key = ?",
-                                 (idempotency_key,)).fetchone()  # fmt: skip
+                row = db.execute(
+                    "SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,)
+                ).fetchone()
                 if row:
                     return self._job(row), False
             depth = db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
             if depth >= max_depth:
                 raise QueueFull
-            job = Job(job_id or uuid.uuid4().hex, task, params, batch_key,
-                      idempotency_key=idempotency_key)  # fmt: skip
+            job = Job(
+                job_id or uuid.uuid4().hex, task, params, batch_key, idempotency_key=idempotency_key
+            )
             db.execute(
                 "INSERT INTO jobs (id, idempotency_key, task, params, batch_key, status,"
                 " created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?)",
@@ -210,8 +232,9 @@ class SqliteQueue:
     def find(self, idempotency_key):
         """The job created with this idempotency key, if any."""
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE idempotency_key = ?",
-                                   (idempotency_key,)).fetchone()  # fmt: skip
+            row = self._db.execute(
+                "SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,)
+            ).fetchone()
         return self._job(row) if row else None
 
     def get(self, job_id):
@@ -230,17 +253,21 @@ class SqliteQueue:
             if batch_key is not None:
                 where += " AND batch_key = ?"
                 args.append(batch_key)
-            rows = db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY created_at LIMIT ?",
-                              (*args, limit + 16)).fetchall()  # fmt: skip
+            rows = db.execute(
+                f"SELECT * FROM jobs WHERE {where} ORDER BY created_at LIMIT ?", (*args, limit + 16)
+            ).fetchall()
             claimed = []
             for row in rows:
                 if row["attempts"] >= self.max_attempts:
                     db.execute(
                         "UPDATE jobs SET status = 'failed', finished_at = ?, error = ?"
                         " WHERE id = ?",
-                        (now, f"gave up after {row['attempts']} attempts (dead-lettered)",
-                         row["id"]),
-                    )  # fmt: skip
+                        (
+                            now,
+                            f"gave up after {row['attempts']} attempts (dead-lettered)",
+                            row["id"],
+                        ),
+                    )
                     continue
                 if len(claimed) == limit:
                     break
@@ -260,8 +287,9 @@ class SqliteQueue:
         with self._lock:
             row = self._db.execute(
                 "SELECT batch_key FROM jobs WHERE status = 'queued' OR (status = 'in_progress'"
-                " AND lease_until < ?) ORDER BY created_at LIMIT 1", (time.time(),)
-            ).fetchone()  # fmt: skip
+                " AND lease_until < ?) ORDER BY created_at LIMIT 1",
+                (time.time(),),
+            ).fetchone()
         return row[0] if row else None
 
     def claim_batch(self, max_batch, max_wait_s, lease_s, block_s=0.0):
@@ -283,15 +311,22 @@ class SqliteQueue:
 
     def renew(self, job_ids, lease_s):
         until = time.time() + lease_s
-        self._tx(lambda db: db.executemany(
-            "UPDATE jobs SET lease_until = ? WHERE id = ? AND status = 'in_progress'",
-            [(until, i) for i in job_ids]))  # fmt: skip
+        self._tx(
+            lambda db: db.executemany(
+                "UPDATE jobs SET lease_until = ? WHERE id = ? AND status = 'in_progress'",
+                [(until, i) for i in job_ids],
+            )
+        )
 
     def set_progress(self, job_id, step, num_steps):
         progress = round(100 * step / max(num_steps, 1), 1)
-        self._tx(lambda db: db.execute(
-            "UPDATE jobs SET progress = ?, step = ?, num_steps = ? WHERE id = ?"
-            " AND status = 'in_progress'", (progress, step, num_steps, job_id)))  # fmt: skip
+        self._tx(
+            lambda db: db.execute(
+                "UPDATE jobs SET progress = ?, step = ?, num_steps = ? WHERE id = ?"
+                " AND status = 'in_progress'",
+                (progress, step, num_steps, job_id),
+            )
+        )
 
     # Previews are only for watching a running job: kept in memory, never on disk.
     def set_preview(self, job_id, png):
@@ -320,11 +355,14 @@ class SqliteQueue:
     def _finish(self, job_id, status, error=None, result_format=None):
         self._previews.pop(job_id, None)
         self.delete_input(job_id)
-        self._tx(lambda db: db.execute(
-            "UPDATE jobs SET status = ?, finished_at = ?, error = ?, result_format = ?,"
-            " progress = CASE WHEN ? = 'completed' THEN 100 ELSE progress END"
-            " WHERE id = ? AND status = 'in_progress'",
-            (status, time.time(), error, result_format, status, job_id)))  # fmt: skip
+        self._tx(
+            lambda db: db.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, error = ?, result_format = ?,"
+                " progress = CASE WHEN ? = 'completed' THEN 100 ELSE progress END"
+                " WHERE id = ? AND status = 'in_progress'",
+                (status, time.time(), error, result_format, status, job_id),
+            )
+        )
 
     def complete(self, job_id, result_format):
         self._finish(job_id, "completed", result_format=result_format)
@@ -334,9 +372,13 @@ class SqliteQueue:
 
     def release(self, job_ids):
         """Give claimed jobs back (shutdown): queued again, the attempt not counted."""
-        self._tx(lambda db: db.executemany(
-            "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0), lease_until = NULL"
-            " WHERE id = ? AND status = 'in_progress'", [(i,) for i in job_ids]))  # fmt: skip
+        self._tx(
+            lambda db: db.executemany(
+                "UPDATE jobs SET status = 'queued', attempts = MAX(attempts - 1, 0),"
+                " lease_until = NULL WHERE id = ? AND status = 'in_progress'",
+                [(i,) for i in job_ids],
+            )
+        )
 
     def cancel(self, job_id):
         self._previews.pop(job_id, None)
@@ -344,7 +386,9 @@ class SqliteQueue:
         def run(db):
             db.execute(
                 "UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?"
-                " AND status IN ('queued', 'in_progress')", (time.time(), job_id))  # fmt: skip
+                " AND status IN ('queued', 'in_progress')",
+                (time.time(), job_id),
+            )
 
         self._tx(run)
         return self.get(job_id)
@@ -364,8 +408,9 @@ class SqliteQueue:
         """Forget finished jobs older than `before`; returns their ids (to delete files)."""
 
         def run(db):
-            rows = db.execute("SELECT id FROM jobs WHERE finished_at IS NOT NULL AND"
-                              " finished_at < ?", (before,)).fetchall()  # fmt: skip
+            rows = db.execute(
+                "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?", (before,)
+            ).fetchall()
             db.executemany("DELETE FROM jobs WHERE id = ?", [(r[0],) for r in rows])
             return [r[0] for r in rows]
 
@@ -381,10 +426,15 @@ class SqliteQueue:
             row = self._db.execute(
                 "SELECT SUM(status = 'queued'), SUM(status = 'in_progress'),"
                 " SUM(MAX(attempts - 1, 0)), SUM(error LIKE '%dead-lettered%') FROM jobs"
-            ).fetchone()  # fmt: skip
+            ).fetchone()
         depth, pending, redeliveries, dead = (int(v or 0) for v in row)
-        return {"depth": depth, "pending": pending, "lag": depth, "redeliveries": redeliveries,
-                "dead_letters": dead}  # fmt: skip
+        return {
+            "depth": depth,
+            "pending": pending,
+            "lag": depth,
+            "redeliveries": redeliveries,
+            "dead_letters": dead,
+        }
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -80,13 +80,23 @@ return 1
 class RedisQueue:
     blocking = True
 
-    def __init__(self, url: str, max_attempts: int = 3, result_ttl_s: float = 86_400.0,
-                 consumer: str | None = None, prefix: str = "magvit") -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        max_attempts: int = 3,
+        result_ttl_s: float = 86_400.0,
+        consumer: str | None = None,
+        prefix: str = "magvit",
+    ) -> None:
         retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=30)
         self.r = redis.Redis.from_url(
-            url, retry=retry, retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            socket_connect_timeout=2, socket_timeout=15, health_check_interval=10,
-        )  # fmt: skip
+            url,
+            retry=retry,
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_connect_timeout=2,
+            socket_timeout=15,
+            health_check_interval=10,
+        )
         self.max_attempts = max_attempts
         self.ttl = max(1, int(result_ttl_s))
         self.worker = consumer or worker_name()
@@ -124,15 +134,23 @@ class RedisQueue:
             return d.get(name) or None
 
         return Job(
-            id=d["id"], task=d["task"], params=json.loads(d["params"]),
-            batch_key=d["batch_key"], status=d["status"], progress=float(d.get("progress", 0)),
-            attempts=int(d.get("attempts", 0)), created_at=float(d["created_at"]),
+            id=d["id"],
+            task=d["task"],
+            params=json.loads(d["params"]),
+            batch_key=d["batch_key"],
+            status=d["status"],
+            progress=float(d.get("progress", 0)),
+            attempts=int(d.get("attempts", 0)),
+            created_at=float(d["created_at"]),
             started_at=float(d["started_at"]) if opt("started_at") else None,
             finished_at=float(d["finished_at"]) if opt("finished_at") else None,
-            error=opt("error"), result_format=opt("result_format"),
-            idempotency_key=opt("idempotency_key"), step=int(d.get("step", 0)),
-            num_steps=int(d.get("num_steps", 0)), worker=opt("worker"),
-        )  # fmt: skip
+            error=opt("error"),
+            result_format=opt("result_format"),
+            idempotency_key=opt("idempotency_key"),
+            step=int(d.get("step", 0)),
+            num_steps=int(d.get("num_steps", 0)),
+            worker=opt("worker"),
+        )
 
     def get(self, job_id: str) -> Job | None:
         return self._job(self.r.hgetall(self._k("job", job_id)))
@@ -141,22 +159,34 @@ class RedisQueue:
         job_id = self.r.get(self._k("idem", idempotency_key))
         return self.get(job_id.decode()) if job_id else None
 
-    def enqueue(self, task, params, batch_key, idempotency_key=None, max_depth=1 << 30,
-                job_id=None):  # fmt: skip
+    def enqueue(
+        self, task, params, batch_key, idempotency_key=None, max_depth=1 << 30, job_id=None
+    ):
         """Returns (job, created): an existing job for a known idempotency key."""
         if idempotency_key and (existing := self.find(idempotency_key)):
             return existing, False
         if self.r.zcard(self.queued) >= max_depth:
             raise QueueFull
-        job = Job(job_id or uuid.uuid4().hex, task, params, batch_key,
-                  idempotency_key=idempotency_key)  # fmt: skip
-        if idempotency_key and not self.r.set(self._k("idem", idempotency_key), job.id, nx=True,
-                                              ex=self.ttl):  # fmt: skip
+        job = Job(
+            job_id or uuid.uuid4().hex, task, params, batch_key, idempotency_key=idempotency_key
+        )
+        if idempotency_key and not self.r.set(
+            self._k("idem", idempotency_key), job.id, nx=True, ex=self.ttl
+        ):
             return self.find(idempotency_key) or job, False  # another replica won the race
-        fields = {"id": job.id, "task": task, "params": json.dumps(params),
-                  "batch_key": batch_key, "status": "queued", "progress": 0, "attempts": 0,
-                  "step": 0, "num_steps": 0, "created_at": repr(job.created_at),
-                  "idempotency_key": idempotency_key or ""}  # fmt: skip
+        fields = {
+            "id": job.id,
+            "task": task,
+            "params": json.dumps(params),
+            "batch_key": batch_key,
+            "status": "queued",
+            "progress": 0,
+            "attempts": 0,
+            "step": 0,
+            "num_steps": 0,
+            "created_at": repr(job.created_at),
+            "idempotency_key": idempotency_key or "",
+        }
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(self._k("job", job.id), mapping=fields)
             pipe.zadd(self.queued, {job.id: job.created_at})
@@ -199,8 +229,9 @@ class RedisQueue:
 
     def _read(self, count: int, block_ms: int) -> list[tuple[bytes, dict]]:
         try:
-            resp = self.r.xreadgroup(GROUP, self.worker, {self.stream: ">"}, count=count,
-                                     block=block_ms)  # fmt: skip
+            resp = self.r.xreadgroup(
+                GROUP, self.worker, {self.stream: ">"}, count=count, block=block_ms
+            )
         except ResponseError as err:
             if "NOGROUP" not in str(err):
                 raise
@@ -210,9 +241,14 @@ class RedisQueue:
 
     def _autoclaim(self, lease_s: float, count: int) -> list[tuple[bytes, dict]]:
         try:
-            resp = self.r.xautoclaim(self.stream, GROUP, self.worker,
-                                     min_idle_time=int(lease_s * 1000), start_id="0-0",
-                                     count=count)  # fmt: skip
+            resp = self.r.xautoclaim(
+                self.stream,
+                GROUP,
+                self.worker,
+                min_idle_time=int(lease_s * 1000),
+                start_id="0-0",
+                count=count,
+            )
         except ResponseError as err:
             if "NOGROUP" not in str(err):
                 raise
@@ -229,8 +265,9 @@ class RedisQueue:
             job_id = fields[b"id"].decode()
             msg = mid.decode()
             keys = [self._k("job", job_id), self.queued]
-            attempts = self._claim(keys=keys, args=[self.max_attempts, self.worker, msg,
-                                                     repr(time.time()), job_id])  # fmt: skip
+            attempts = self._claim(
+                keys=keys, args=[self.max_attempts, self.worker, msg, repr(time.time()), job_id]
+            )
             if attempts == -1:  # cancelled, expired or already finished
                 self._ack(msg)
             elif attempts == -2:
@@ -250,8 +287,15 @@ class RedisQueue:
         job = self.get(job_id)
         attempts = job.attempts if job else self.max_attempts
         reason = f"gave up after {attempts} attempts (dead-lettered)"
-        self.r.xadd(self.dead, {"id": job_id, "task": job.task if job else "", "reason": reason,
-                                "last_worker": (job.worker or "") if job else ""})  # fmt: skip
+        self.r.xadd(
+            self.dead,
+            {
+                "id": job_id,
+                "task": job.task if job else "",
+                "reason": reason,
+                "last_worker": (job.worker or "") if job else "",
+            },
+        )
         self._set_final(job_id, "failed", error=reason, allowed="queued in_progress")
         self._ack(msg)
 
@@ -265,18 +309,38 @@ class RedisQueue:
             if msg:
                 msgs.append(msg)
         if msgs:
-            self.r.xclaim(self.stream, GROUP, self.worker, min_idle_time=0, message_ids=msgs,
-                          justid=True)  # fmt: skip
+            self.r.xclaim(
+                self.stream, GROUP, self.worker, min_idle_time=0, message_ids=msgs, justid=True
+            )
 
     # --------------------------------------------------------------------------- finishing
-    def _set_final(self, job_id: str, status: str, error: str | None = None,
-                   result_format: str | None = None,
-                   allowed: str = "in_progress") -> str | None:  # fmt: skip
-        keys = [self._k("job", job_id), self.queued, self._k("input", job_id),
-                self._k("preview", job_id), self._k("result", job_id)]  # fmt: skip
-        old = self._finish_script(keys=keys, args=[status, repr(time.time()), error or "",
-                                                   result_format or "", self.ttl, job_id,
-                                                   allowed])  # fmt: skip
+    def _set_final(
+        self,
+        job_id: str,
+        status: str,
+        error: str | None = None,
+        result_format: str | None = None,
+        allowed: str = "in_progress",
+    ) -> str | None:
+        keys = [
+            self._k("job", job_id),
+            self.queued,
+            self._k("input", job_id),
+            self._k("preview", job_id),
+            self._k("result", job_id),
+        ]
+        old = self._finish_script(
+            keys=keys,
+            args=[
+                status,
+                repr(time.time()),
+                error or "",
+                result_format or "",
+                self.ttl,
+                job_id,
+                allowed,
+            ],
+        )
         return old.decode() if old else None
 
     def _finish(self, job_id: str, status: str, **kwargs) -> None:
@@ -307,9 +371,14 @@ class RedisQueue:
 
     # ------------------------------------------------------------------------------- data
     def set_progress(self, job_id, step, num_steps):
-        self.r.hset(self._k("job", job_id), mapping={
-            "progress": round(100 * step / max(num_steps, 1), 1), "step": step,
-            "num_steps": num_steps})  # fmt: skip
+        self.r.hset(
+            self._k("job", job_id),
+            mapping={
+                "progress": round(100 * step / max(num_steps, 1), 1),
+                "step": step,
+                "num_steps": num_steps,
+            },
+        )
 
     def set_preview(self, job_id, png):
         self.r.set(self._k("preview", job_id), png, ex=self.ttl)

@@ -44,16 +44,24 @@ def generation_params(
     if steps > s.max_steps:
         raise ApiError(422, f"steps must be at most {s.max_steps}")
     return GenerationParams(
-        seed=seed if seed is not None else uuid.uuid4().int % 2**31, steps=steps,
-        temperature=temperature, choice_temperature=choice_temperature,
-        guidance_scale=guidance_scale, class_id=class_id, format=format,
-    )  # fmt: skip
+        seed=seed if seed is not None else uuid.uuid4().int % 2**31,
+        steps=steps,
+        temperature=temperature,
+        choice_temperature=choice_temperature,
+        guidance_scale=guidance_scale,
+        class_id=class_id,
+        format=format,
+    )
 
 
 async def _submit(
-    request: Request, code: str, params: GenerationParams, video: UploadFile | None,
-    idempotency_key: str | None, preview: bool = False,
-) -> tuple[Job, bool]:  # fmt: skip
+    request: Request,
+    code: str,
+    params: GenerationParams,
+    video: UploadFile | None,
+    idempotency_key: str | None,
+    preview: bool = False,
+) -> tuple[Job, bool]:
     st = state(request)
     task = TASKS[code]
     config = st.config
@@ -83,8 +91,9 @@ async def _submit(
         await run_in_threadpool(st.queue.put_input, job_id, write_npz(frames))
     body = params.model_dump() | {"preview": preview}
     try:
-        job, created = st.queue.enqueue(code, body, batch_key(code, body), idempotency_key,
-                                        st.settings.max_queue, job_id)  # fmt: skip
+        job, created = st.queue.enqueue(
+            code, body, batch_key(code, body), idempotency_key, st.settings.max_queue, job_id
+        )
     except QueueFull:
         raise ApiError(
             429, "the queue is full; retry later", headers={"Retry-After": "5"}
@@ -98,9 +107,13 @@ async def _submit(
 async def _decode(request: Request, video: UploadFile, needed: int):
     st = state(request)
     s = st.settings
-    limits = DecodeLimits(max_bytes=s.max_upload_bytes, max_pixels=s.max_video_pixels,
-                          max_frames=s.max_video_frames, max_seconds=s.max_video_seconds,
-                          timeout_s=s.decode_timeout_s)  # fmt: skip
+    limits = DecodeLimits(
+        max_bytes=s.max_upload_bytes,
+        max_pixels=s.max_video_pixels,
+        max_frames=s.max_video_frames,
+        max_seconds=s.max_video_seconds,
+        timeout_s=s.decode_timeout_s,
+    )
     data = await video.read()
     start = time.perf_counter()
     try:
@@ -114,8 +127,9 @@ async def _decode(request: Request, video: UploadFile, needed: int):
     finally:
         st.metrics.decode.observe(time.perf_counter() - start)
     if decoded.frames.shape[0] < max(needed, 1):
-        raise ApiError(422, f"the task needs at least {needed} frames; the video has "
-                            f"{decoded.frames.shape[0]}")  # fmt: skip
+        raise ApiError(
+            422, f"the task needs at least {needed} frames; the video has {decoded.frames.shape[0]}"
+        )
     return decoded.frames
 
 
@@ -147,8 +161,10 @@ def task_router(code: str) -> APIRouter:
     task = TASKS[code]
     router = APIRouter()
     summary = f"{task.name} ({code})"
-    description = (f"{task.description} Synchronous: answers with the generated video "
-                   f"(format by the `format` field).")  # fmt: skip
+    description = (
+        f"{task.description} Synchronous: answers with the generated video "
+        f"(format by the `format` field)."
+    )
 
     async def run(request: Request, params: GenerationParams, video: UploadFile | None):
         st = state(request)
@@ -157,22 +173,34 @@ def task_router(code: str) -> APIRouter:
         while not (job := st.queue.get(job.id)).done:
             if time.monotonic() > deadline:
                 st.queue.cancel(job.id)
-                raise ApiError(503, "the request timed out in the queue; retry later",
-                               headers={"Retry-After": "10"})  # fmt: skip
+                raise ApiError(
+                    503,
+                    "the request timed out in the queue; retry later",
+                    headers={"Retry-After": "10"},
+                )
             await _wait(st, 0.05)
         st.metrics.requests.labels(code, "200" if job.status == "completed" else "error").inc()
         if job.status == "completed":
             return _result(request, job)
-        raise ApiError(422 if (job.error or "").startswith("invalid") else 503,
-                       job.error or f"the job was {job.status}")  # fmt: skip
+        raise ApiError(
+            422 if (job.error or "").startswith("invalid") else 503,
+            job.error or f"the job was {job.status}",
+        )
 
-    responses = {200: {"content": {m: {} for m in FORMATS.values()},
-                       "description": "the generated video"}}  # fmt: skip
+    responses = {
+        200: {"content": {m: {} for m in FORMATS.values()}, "description": "the generated video"}
+    }
     if task.needs_video:
 
-        @router.post(f"/v1/tasks/{code}", operation_id=f"run_{code}", summary=summary,
-                     description=description, response_class=Response, tags=["tasks"],
-                     responses=responses)  # fmt: skip
+        @router.post(
+            f"/v1/tasks/{code}",
+            operation_id=f"run_{code}",
+            summary=summary,
+            description=description,
+            response_class=Response,
+            tags=["tasks"],
+            responses=responses,
+        )
         async def with_video(
             request: Request,
             video: Annotated[UploadFile, File(description="input video")],
@@ -181,9 +209,15 @@ def task_router(code: str) -> APIRouter:
             return await run(request, params, video)
     else:
 
-        @router.post(f"/v1/tasks/{code}", operation_id=f"run_{code}", summary=summary,
-                     description=description, response_class=Response, tags=["tasks"],
-                     responses=responses)  # fmt: skip
+        @router.post(
+            f"/v1/tasks/{code}",
+            operation_id=f"run_{code}",
+            summary=summary,
+            description=description,
+            response_class=Response,
+            tags=["tasks"],
+            responses=responses,
+        )
         async def without_video(
             request: Request, params: Annotated[GenerationParams, Depends(generation_params)]
         ):
@@ -212,8 +246,12 @@ async def create_job(
     job, created = await _submit(request, task, params, video, idempotency_key, preview)
     out = _job_out(request, job)
     state(request).metrics.requests.labels(task, "202").inc()
-    return Response(out.model_dump_json(), status_code=202 if created else 200,
-                    media_type="application/json", headers={"Location": out.url})  # fmt: skip
+    return Response(
+        out.model_dump_json(),
+        status_code=202 if created else 200,
+        media_type="application/json",
+        headers={"Location": out.url},
+    )
 
 
 @jobs.get("/{job_id}", response_model=JobOut, summary="a job's status", name="get_job")
@@ -239,8 +277,9 @@ async def cancel_job(request: Request, job_id: str):
     return _job_out(request, job)
 
 
-@jobs.get("/{job_id}/events", summary="server-sent progress events",
-          response_class=StreamingResponse)  # fmt: skip
+@jobs.get(
+    "/{job_id}/events", summary="server-sent progress events", response_class=StreamingResponse
+)
 async def job_events(request: Request, job_id: str, preview: bool = False):
     _get_job(request, job_id)
     st = state(request)
@@ -255,8 +294,11 @@ async def job_events(request: Request, job_id: str, preview: bool = False):
             step = (job.step, job.num_steps) if job.num_steps else None
             snapshot = (job.status, job.progress, step)
             if snapshot != last:
-                data: dict[str, Any] = {"id": job.id, "status": job.status,
-                                        "progress": job.progress}  # fmt: skip
+                data: dict[str, Any] = {
+                    "id": job.id,
+                    "status": job.status,
+                    "progress": job.progress,
+                }
                 if step:
                     data["step"], data["num_steps"] = step
                 png = st.queue.get_preview(job_id) if preview and not job.done else None
@@ -272,8 +314,9 @@ async def job_events(request: Request, job_id: str, preview: bool = False):
                 return
             await _wait(st, 0.25)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})  # fmt: skip
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 meta = APIRouter()
@@ -282,8 +325,9 @@ meta = APIRouter()
 tasks_meta = APIRouter()
 
 
-@tasks_meta.get("/v1/tasks", response_model=TaskList, tags=["meta"],
-                summary="tasks and video shape")  # fmt: skip
+@tasks_meta.get(
+    "/v1/tasks", response_model=TaskList, tags=["meta"], summary="tasks and video shape"
+)
 async def list_tasks(request: Request):
     return TaskList.build(state(request).config)
 

@@ -39,8 +39,9 @@ class LiveState:
 
 
 class Scheduler:
-    def __init__(self, queue: JobQueue, engine: Engine | None, settings: Settings,
-                 metrics: Metrics) -> None:  # fmt: skip
+    def __init__(
+        self, queue: JobQueue, engine: Engine | None, settings: Settings, metrics: Metrics
+    ) -> None:
         self.queue = queue
         self.engine = engine
         self.settings = settings
@@ -82,8 +83,9 @@ class Scheduler:
         s = self.settings
         while not self.stopping:
             self.wake.clear()
-            batch = await asyncio.to_thread(self.queue.claim_batch, s.max_batch_size,
-                                            s.max_wait_ms / 1000, s.lease_seconds, 0.5)  # fmt: skip
+            batch = await asyncio.to_thread(
+                self.queue.claim_batch, s.max_batch_size, s.max_wait_ms / 1000, s.lease_seconds, 0.5
+            )
             if batch:
                 return batch
             if not self.queue.blocking:
@@ -120,15 +122,19 @@ class Scheduler:
         for job in batch:
             self.metrics.queue_wait.observe(max(0.0, now - job.created_at))
         params = batch[0].params
-        options = DecodeOptions(steps=params["steps"], temperature=params["temperature"],
-                                choice_temperature=params["choice_temperature"],
-                                guidance_scale=params["guidance_scale"])  # fmt: skip
+        options = DecodeOptions(
+            steps=params["steps"],
+            temperature=params["temperature"],
+            choice_temperature=params["choice_temperature"],
+            guidance_scale=params["guidance_scale"],
+        )
         requests, jobs = [], []
         for job in batch:
             data = await asyncio.to_thread(self.queue.get_input, job.id)
             frames = read_npz(data) if data else None
-            requests.append(EngineRequest(job.task, frames, job.params.get("class_id"),
-                                          job.params["seed"]))  # fmt: skip
+            requests.append(
+                EngineRequest(job.task, frames, job.params.get("class_id"), job.params["seed"])
+            )
             jobs.append(job)
         preview = any(j.params.get("preview") for j in jobs)
         last_renew = [time.monotonic()]
@@ -179,8 +185,9 @@ class Scheduler:
         while not self.stopping:
             try:
                 if time.monotonic() - last_expiry >= 60:
-                    await asyncio.to_thread(self.queue.expire,
-                                            time.time() - self.settings.result_ttl_s)  # fmt: skip
+                    await asyncio.to_thread(
+                        self.queue.expire, time.time() - self.settings.result_ttl_s
+                    )
                     last_expiry = time.monotonic()
                 self.metrics.observe_queue(await asyncio.to_thread(self.queue.stats))
             except Exception as err:  # the queue is unreachable: try again later

@@ -38,8 +38,7 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port,
-                                log_level="warning")  # fmt: skip
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{settings.port}"
@@ -63,8 +62,14 @@ class Server:
 
 
 def make_settings(checkpoint: Path, data_dir: Path, **overrides) -> Settings:
-    base = {"checkpoint": checkpoint, "data_dir": data_dir, "port": free_port(), "device": "cpu",
-            "max_wait_ms": 50, "max_batch_size": 4}  # fmt: skip
+    base = {
+        "checkpoint": checkpoint,
+        "data_dir": data_dir,
+        "port": free_port(),
+        "device": "cpu",
+        "max_wait_ms": 50,
+        "max_batch_size": 4,
+    }
     return Settings(**(base | overrides))
 
 

@@ -28,8 +28,9 @@ def _wait_done(client: httpx.Client, job_id: str, timeout: float = 60) -> dict:
 def test_jobs_survive_a_restart(tiny_checkpoint, tmp_path):
     api = Server(make_settings(tiny_checkpoint, tmp_path, workers=0)).start()
     with httpx.Client(base_url=api.url, timeout=30) as c:
-        fp = c.post("/v1/jobs", data={"task": "fp", "steps": "2"},
-                    files={"video": ("a.mp4", CLIP)}).json()  # fmt: skip
+        fp = c.post(
+            "/v1/jobs", data={"task": "fp", "steps": "2"}, files={"video": ("a.mp4", CLIP)}
+        ).json()
         cg = c.post("/v1/jobs", data={"task": "cg", "class_id": "2", "steps": "2"}).json()
         gone = c.post("/v1/jobs", data={"task": "cg", "class_id": "1", "steps": "2"}).json()
         assert c.delete(f"/v1/jobs/{gone['id']}").json()["status"] == "cancelled"
@@ -38,8 +39,15 @@ def test_jobs_survive_a_restart(tiny_checkpoint, tmp_path):
 
     # A worker that claimed a job and died: its lease expires and the job runs again.
     queue = SqliteQueue(tmp_path / "jobs.sqlite3")
-    params = {"seed": 1, "steps": 2, "temperature": 1.0, "choice_temperature": 4.5,
-              "guidance_scale": 0.0, "class_id": 3, "format": "mp4"}  # fmt: skip
+    params = {
+        "seed": 1,
+        "steps": 2,
+        "temperature": 1.0,
+        "choice_temperature": 4.5,
+        "guidance_scale": 0.0,
+        "class_id": 3,
+        "format": "mp4",
+    }
     crashed, _ = queue.enqueue("cg", params, batch_key("cg", params))
     assert [j.id for j in queue.claim(10, lease_s=0.2, batch_key=batch_key("cg", params))]
     queue.close()
@@ -71,8 +79,9 @@ def test_dead_letter_after_max_attempts(tmp_path):
 def test_queue_full_answers_429(tiny_checkpoint, tmp_path):
     api = Server(make_settings(tiny_checkpoint, tmp_path, workers=0, max_queue=2)).start()
     with httpx.Client(base_url=api.url, timeout=30) as c:
-        codes = [c.post("/v1/jobs", data={"task": "cg", "class_id": "0"}).status_code
-                 for _ in range(3)]  # fmt: skip
+        codes = [
+            c.post("/v1/jobs", data={"task": "cg", "class_id": "0"}).status_code for _ in range(3)
+        ]
         assert codes == [202, 202, 429]
         r = c.post("/v1/tasks/cg", data={"class_id": "0"})
         assert r.status_code == 429 and r.headers["retry-after"]
@@ -83,8 +92,9 @@ def test_queue_full_answers_429(tiny_checkpoint, tmp_path):
 def test_concurrent_requests_are_batched(server):
     def one(seed: int) -> int:
         with httpx.Client(base_url=server.url, timeout=60) as c:
-            return c.post("/v1/tasks/cg", data={"class_id": "1", "seed": str(seed),
-                                                "steps": "3"}).status_code  # fmt: skip
+            return c.post(
+                "/v1/tasks/cg", data={"class_id": "1", "seed": str(seed), "steps": "3"}
+            ).status_code
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         assert list(pool.map(one, range(8))) == [200] * 8

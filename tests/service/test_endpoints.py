@@ -59,13 +59,15 @@ def test_task_list_health_and_openapi(client):
 
 def test_job_lifecycle_with_events_and_idempotency(client):
     headers = {"Idempotency-Key": "abc-1"}
-    r = client.post("/v1/jobs", data=_data("fp", task="fp", preview="true"), files=_files("fp"),
-                    headers=headers)  # fmt: skip
+    r = client.post(
+        "/v1/jobs", data=_data("fp", task="fp", preview="true"), files=_files("fp"), headers=headers
+    )
     assert r.status_code == 202, r.text
     job = r.json()
     assert r.headers["location"].endswith(f"/v1/jobs/{job['id']}")
-    again = client.post("/v1/jobs", data=_data("fp", task="fp"), files=_files("fp"),
-                        headers=headers)  # fmt: skip
+    again = client.post(
+        "/v1/jobs", data=_data("fp", task="fp"), files=_files("fp"), headers=headers
+    )
     assert again.json()["id"] == job["id"]
     events = []
     with client.stream("GET", f"/v1/jobs/{job['id']}/events", params={"preview": 1}) as s:
@@ -91,9 +93,15 @@ def test_unknown_jobs_and_routes(client):
 
 def test_metrics_show_requests_and_batches(client):
     body = client.get("/metrics").text
-    for name in ("magvit_requests_total", "magvit_queue_depth", "magvit_queue_wait_seconds",
-                 "magvit_inference_seconds", "magvit_batch_size", "magvit_video_decode_seconds",
-                 "magvit_video_encode_seconds"):  # fmt: skip
+    for name in (
+        "magvit_requests_total",
+        "magvit_queue_depth",
+        "magvit_queue_wait_seconds",
+        "magvit_inference_seconds",
+        "magvit_batch_size",
+        "magvit_video_decode_seconds",
+        "magvit_video_encode_seconds",
+    ):
         assert name in body
     depth = re.search(r"^magvit_queue_depth (\S+)$", body, re.M)
     assert depth and float(depth.group(1)) >= 0

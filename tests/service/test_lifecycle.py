@@ -11,8 +11,15 @@ from service.queue import SqliteQueue, batch_key
 from service.scheduler import Scheduler
 from tests.service.conftest import Server, make_settings
 
-PARAMS = {"seed": 1, "steps": 1, "temperature": 1.0, "choice_temperature": 4.5,
-          "guidance_scale": 0.0, "class_id": 0, "format": "mp4"}  # fmt: skip
+PARAMS = {
+    "seed": 1,
+    "steps": 1,
+    "temperature": 1.0,
+    "choice_temperature": 4.5,
+    "guidance_scale": 0.0,
+    "class_id": 0,
+    "format": "mp4",
+}
 
 
 def test_not_ready_when_the_model_cannot_load(tiny_checkpoint, tmp_path):
@@ -32,8 +39,7 @@ def test_not_ready_when_the_model_cannot_load(tiny_checkpoint, tmp_path):
 
 def test_synchronous_request_times_out_with_503(tiny_checkpoint, tmp_path):
     # No workers: nothing will run the job, so the request must give up on time.
-    srv = Server(make_settings(tiny_checkpoint, tmp_path, workers=0,
-                               request_timeout_s=0.5)).start()  # fmt: skip
+    srv = Server(make_settings(tiny_checkpoint, tmp_path, workers=0, request_timeout_s=0.5)).start()
     try:
         start = time.monotonic()
         r = httpx.post(f"{srv.url}/v1/tasks/cg", data={"class_id": "1"}, timeout=30)
@@ -73,8 +79,9 @@ def test_shutdown_gives_unfinished_jobs_back(tmp_path):
     assert claimed and queue.get(job.id).status == "in_progress"
 
     async def stop_with_running_job():
-        scheduler = Scheduler(queue, None, make_settings(tmp_path, tmp_path, drain_timeout_s=0.1),
-                              _metrics())  # fmt: skip
+        scheduler = Scheduler(
+            queue, None, make_settings(tmp_path, tmp_path, drain_timeout_s=0.1), _metrics()
+        )
         scheduler._running.add(job.id)  # a batch that will not finish within the drain timeout
         await scheduler.stop()
 

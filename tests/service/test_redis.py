@@ -20,8 +20,15 @@ from tests.service.conftest import Server, make_settings
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
-PARAMS = {"seed": 1, "steps": 2, "temperature": 1.0, "choice_temperature": 4.5,
-          "guidance_scale": 0.0, "class_id": 3, "format": "npz"}  # fmt: skip
+PARAMS = {
+    "seed": 1,
+    "steps": 2,
+    "temperature": 1.0,
+    "choice_temperature": 4.5,
+    "guidance_scale": 0.0,
+    "class_id": 3,
+    "format": "npz",
+}
 KEY = batch_key("cg", PARAMS)
 
 
@@ -117,9 +124,26 @@ def test_renewed_claims_are_not_taken_over(url):
 # ------------------------------------------------------------------ API + worker processes
 def _start_worker(url: str, checkpoint: Path, name: str, log: Path) -> subprocess.Popen:
     env = os.environ | {"MAGVIT_JOB_MAX_ATTEMPTS": "3", "MAGVIT_WORKER_NAME": name}
-    cmd = [sys.executable, "-m", "cli.main", "worker", "--queue", url, "--checkpoint",
-           str(checkpoint), "--device", "cpu", "--metrics-port", "0", "--lease-seconds", "2",
-           "--max-batch-size", "2", "--max-wait-ms", "20"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "worker",
+        "--queue",
+        url,
+        "--checkpoint",
+        str(checkpoint),
+        "--device",
+        "cpu",
+        "--metrics-port",
+        "0",
+        "--lease-seconds",
+        "2",
+        "--max-batch-size",
+        "2",
+        "--max-wait-ms",
+        "20",
+    ]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
@@ -147,15 +171,33 @@ def test_api_replica_and_two_workers(url, redis_server, tiny_checkpoint, tmp_pat
         with httpx.Client(base_url=api.url, timeout=60) as c:
 
             def submit(n: int, steps: int) -> list[str]:
-                return [c.post("/v1/jobs", data={"task": "cg", "class_id": str(i % 3),
-                                                 "seed": str(i), "steps": str(steps),
-                                                 "format": "npz"}).json()["id"]
-                        for i in range(n)]  # fmt: skip
+                return [
+                    c.post(
+                        "/v1/jobs",
+                        data={
+                            "task": "cg",
+                            "class_id": str(i % 3),
+                            "seed": str(i),
+                            "steps": str(steps),
+                            "format": "npz",
+                        },
+                    ).json()["id"]
+                    for i in range(n)
+                ]
 
             def finish(ids: list[str]) -> list[dict]:
-                return [_wait_for(lambda i=i: (j := c.get(f"/v1/jobs/{i}").json())["status"]
-                                  in ("completed", "failed", "cancelled") and j, 120, i)
-                        for i in ids]  # fmt: skip
+                return [
+                    _wait_for(
+                        lambda i=i: (
+                            (j := c.get(f"/v1/jobs/{i}").json())["status"]
+                            in ("completed", "failed", "cancelled")
+                            and j
+                        ),
+                        120,
+                        i,
+                    )
+                    for i in ids
+                ]
 
             # Jobs spread over both workers.
             ids = submit(8, 2)
@@ -166,9 +208,13 @@ def test_api_replica_and_two_workers(url, redis_server, tiny_checkpoint, tmp_pat
 
             # A worker killed in the middle of a job: every accepted job still completes.
             ids = submit(6, 48)
-            victim = _wait_for(lambda: next((q.get(i).worker for i in ids
-                                             if q.get(i).status == "in_progress"), None),
-                               60, "a running job")  # fmt: skip
+            victim = _wait_for(
+                lambda: next(
+                    (q.get(i).worker for i in ids if q.get(i).status == "in_progress"), None
+                ),
+                60,
+                "a running job",
+            )
             pid = int(victim.rsplit("-", 1)[1])
             os.kill(pid, signal.SIGKILL)
             done = finish(ids)

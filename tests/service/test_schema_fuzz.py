@@ -12,8 +12,9 @@ from tests.service.conftest import Server, make_settings
 
 @pytest.mark.integration
 def test_no_server_errors(tiny_checkpoint, tmp_path):
-    srv = Server(make_settings(tiny_checkpoint, tmp_path, request_timeout_s=20,
-                               max_steps=4)).start()  # fmt: skip
+    srv = Server(
+        make_settings(tiny_checkpoint, tmp_path, request_timeout_s=20, max_steps=4)
+    ).start()
     try:
         schema = schemathesis.openapi.from_url(f"{srv.url}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
@@ -21,8 +22,12 @@ def test_no_server_errors(tiny_checkpoint, tmp_path):
         for operation in operations:
 
             @given(case=operation.as_strategy())
-            @settings(max_examples=5, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))  # fmt: skip
+            @settings(
+                max_examples=5,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             def check(case):
                 case.call_and_validate(checks=[not_a_server_error], timeout=30)
 
