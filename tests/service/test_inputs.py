@@ -35,6 +35,8 @@ CORPUS = [
     ("too few frames", lambda: videos.clip("mp4", frames=3), 422),
     ("8K resolution", videos.huge_resolution, 413),
     ("three minutes", videos.long_clip, 413),
+    ("concat script", lambda: b"ffconcat version 1.0\nfile inputs/x.npz\n", 415),
+    ("hls playlist", lambda: b"#EXTM3U\n#EXTINF:1,\nfile:/etc/hostname\n#EXT-X-ENDLIST\n", 415),
 ]
 
 
