@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
         default=None,
         help="sqlite:///PATH (default: in --data-dir) or redis://HOST:PORT/DB",
     )
-    p.add_argument("--workers", type=int, default=None, help="engine workers; 0 = API only")
+    p.add_argument("--workers", type=int, default=None, help="1: the model here; 0: API only")
     p.add_argument("--data-dir", type=Path, default=None, help="jobs, inputs and results")
     p.set_defaults(run=run)
 

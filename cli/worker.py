@@ -27,7 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--metrics-port", type=int, default=9100, help="Prometheus metrics on this port (0: none)"
     )
-    p.add_argument("--metrics-host", default="0.0.0.0")
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", help="default 127.0.0.1 (0.0.0.0: all interfaces)"
+    )
     p.set_defaults(run=run)
 
 
@@ -73,7 +75,7 @@ async def _work(settings, metrics_host: str, metrics_port: int) -> None:
     from models.checkpoint import default_checkpoint_dir
     from service.engine import Engine
     from service.metrics import Metrics
-    from service.queue import open_queue
+    from service.queue_factory import open_queue
     from service.scheduler import Scheduler
 
     log = logging.getLogger("magvit.worker")

@@ -3,8 +3,11 @@
 Compatible = the same batch key (task and decoding options). A worker claims the oldest job,
 waits up to `max_wait_ms` from that job's arrival for more of its kind (up to
 `max_batch_size`), runs the batch in a thread, stores results, and renews its lease meanwhile.
-The same loop runs inside `magvit serve` and in `magvit worker` processes.
-Policy only: no HTTP here and no model code.
+One loop per engine (per device): it claims a batch only when the engine is free, so claimed
+jobs never wait on the engine with their leases running out. The same loop runs inside
+`magvit serve` and in `magvit worker` processes. Every job is checked again before it runs
+(`service/validation.py`); a job the engine still rejects fails alone, the rest of its batch
+runs. Policy only: no HTTP here and no model code.
 """
 
 from __future__ import annotations
@@ -14,14 +17,19 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from media import encode_video
+from media import MediaError, encode_video
 from media.npz import read_npz
-from models.decoding import DecodeOptions
-from service.engine import Cancelled, Engine, EngineRequest, InvalidInput
+from models.tasks import TASKS
+from service.jobs import ErrorType, Job
 from service.metrics import Metrics
-from service.queue import Job, JobQueue
+from service.queue import JobQueue
 from service.settings import Settings
+from service.validation import InvalidRequest, check_request
+
+if TYPE_CHECKING:  # the engine (torch, the model) is loaded only where one runs
+    from service.engine import Engine, EngineRequest
 
 log = logging.getLogger("magvit.scheduler")
 
@@ -55,8 +63,8 @@ class Scheduler:
     # ----------------------------------------------------------------------- lifecycle
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for i in range(self.settings.workers if self.engine else 0):
-            self._tasks.append(loop.create_task(self._worker(i)))
+        if self.engine is not None:
+            self._tasks.append(loop.create_task(self._worker()))
         self._tasks.append(loop.create_task(self._janitor()))
 
     async def stop(self) -> None:
@@ -93,7 +101,7 @@ class Scheduler:
                     await asyncio.wait_for(self.wake.wait(), timeout=0.5)
         return []
 
-    async def _worker(self, index: int) -> None:
+    async def _worker(self) -> None:
         while not self.stopping:
             try:
                 batch = await self._next_batch()
@@ -117,26 +125,44 @@ class Scheduler:
                 self.live.touch()
 
     async def _run_batch(self, batch: list[Job]) -> None:
-        loop = asyncio.get_running_loop()
+        from service.engine import EngineRequest
+
         now = time.time()
         for job in batch:
             self.metrics.queue_wait.observe(max(0.0, now - job.created_at))
-        params = batch[0].params
-        options = DecodeOptions(
-            steps=params["steps"],
-            temperature=params["temperature"],
-            choice_temperature=params["choice_temperature"],
-            guidance_scale=params["guidance_scale"],
-        )
-        requests, jobs = [], []
+        runnable: list[tuple[Job, EngineRequest]] = []
         for job in batch:
             data = await asyncio.to_thread(self.queue.get_input, job.id)
-            frames = read_npz(data) if data else None
-            requests.append(
-                EngineRequest(job.task, frames, job.params.get("class_id"), job.params["seed"])
-            )
-            jobs.append(job)
-        preview = any(j.params.get("preview") for j in jobs)
+            spec = job.spec
+            try:
+                frames = read_npz(data) if data else None
+                check_request(
+                    self.engine.config,
+                    TASKS[spec.task],
+                    spec.class_id,
+                    None if frames is None else frames.shape[0],
+                )
+            except (InvalidRequest, MediaError) as err:
+                await self._fail(job, f"invalid input: {err}", ErrorType.INVALID_INPUT)
+                continue
+            runnable.append((job, EngineRequest(spec.task, frames, spec.class_id, spec.seed)))
+        if runnable:
+            await self._generate(runnable)
+
+    async def _fail(self, job: Job, message: str, error_type: ErrorType) -> None:
+        await asyncio.to_thread(self.queue.fail, job.id, message, error_type)
+        self.metrics.jobs.labels("failed").inc()
+
+    async def _generate(self, runnable: list[tuple[Job, EngineRequest]]) -> None:
+        """Runs one batch; if the engine rejects it, each job alone, so that only the jobs it
+        rejects fail."""
+        from service.engine import Cancelled, InvalidInput
+
+        loop = asyncio.get_running_loop()
+        jobs = [job for job, _ in runnable]
+        requests = [request for _, request in runnable]
+        options = jobs[0].spec.options
+        preview = any(j.spec.preview for j in jobs)
         last_renew = [time.monotonic()]
 
         def on_step(step: int, total: int, previews: list[bytes] | None) -> bool:
@@ -163,13 +189,15 @@ class Scheduler:
         except Cancelled:
             return
         except InvalidInput as err:
-            for job in jobs:
-                self.queue.fail(job.id, f"invalid input: {err}")
-                self.metrics.jobs.labels("failed").inc()
+            if len(runnable) > 1:
+                for one in runnable:
+                    await self._generate([one])
+                return
+            await self._fail(jobs[0], f"invalid input: {err}", ErrorType.INVALID_INPUT)
             return
         self.metrics.inference.observe(time.perf_counter() - start)
         for job, video in zip(jobs, videos, strict=True):
-            fmt = job.params["format"]
+            fmt = job.spec.format
             t0 = time.perf_counter()
             data = await asyncio.to_thread(encode_video, video, fmt)
             self.metrics.encode.observe(time.perf_counter() - t0)

@@ -9,17 +9,7 @@ from pydantic import BaseModel
 
 from models.config import ModelConfig
 from models.tasks import TASKS
-from service.queue import Job
-
-
-class GenerationParams(BaseModel):
-    seed: int
-    steps: int
-    temperature: float
-    choice_temperature: float
-    guidance_scale: float
-    class_id: int | None
-    format: str
+from service.jobs import ErrorType, Job
 
 
 def _time(t: float | None) -> datetime | None:
@@ -37,6 +27,7 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    error_type: ErrorType | None
     seed: int
     format: str
     result_url: str | None
@@ -54,8 +45,9 @@ class JobOut(BaseModel):
             started_at=_time(job.started_at),
             finished_at=_time(job.finished_at),
             error=job.error,
-            seed=job.params["seed"],
-            format=job.params["format"],
+            error_type=job.error_type,
+            seed=job.spec.seed,
+            format=job.spec.format,
             result_url=f"{url}/result" if job.status == "completed" else None,
         )
 

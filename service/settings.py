@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
     # sqlite:///PATH (default: <data_dir>/jobs.sqlite3) or redis://HOST:PORT/DB (many machines)
     queue_url: str | None = Field(None, pattern=r"^(sqlite:///.+|rediss?://.+|unix://.+)$")
-    workers: int = Field(1, ge=0, le=16)  # in-process engine workers; 0 = API only
+    workers: int = Field(1, ge=0, le=1)  # 1: run the engine in this process; 0: API only
     data_dir: Path = Path("data")
 
     api_keys: Annotated[list[str], NoDecode] = []
@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     max_wait_ms: int = Field(50, ge=0, le=10_000)
     max_queue: int = Field(64, ge=1)
     request_timeout_s: float = Field(300.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)  # a request body that stalls this long: 408
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_video_pixels: int = Field(3840 * 2160, ge=64)
     max_video_frames: int = Field(1024, ge=1)

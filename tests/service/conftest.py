@@ -13,8 +13,10 @@ import pytest
 import uvicorn
 
 from models.checkpoint import save_checkpoint
+from models.decoding import DecodeOptions
 from models.pipeline import MagvitPipeline
 from service.app import create_app
+from service.jobs import JobSpec
 from service.settings import Settings
 
 
@@ -84,3 +86,9 @@ def server(tiny_checkpoint, tmp_path_factory) -> Iterator[Server]:
 def client(server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as c:
         yield c
+
+
+def spec(task: str = "cg", steps: int = 2, **fields) -> JobSpec:
+    """A job record for queue tests: class-conditional generation by default."""
+    base = {"task": task, "seed": 1, "class_id": 3, "format": "mp4"}
+    return JobSpec(**(base | fields), options=DecodeOptions(steps=steps))

@@ -8,8 +8,9 @@ import time
 
 import httpx
 
-from service.queue import SqliteQueue, batch_key
-from tests.service.conftest import Server, make_settings
+from service.jobs import ErrorType
+from service.sqlite_queue import SqliteQueue
+from tests.service.conftest import Server, make_settings, spec
 from tests.support import videos
 
 CLIP = videos.clip("mp4", frames=10)
@@ -39,17 +40,8 @@ def test_jobs_survive_a_restart(tiny_checkpoint, tmp_path):
 
     # A worker that claimed a job and died: its lease expires and the job runs again.
     queue = SqliteQueue(tmp_path / "jobs.sqlite3")
-    params = {
-        "seed": 1,
-        "steps": 2,
-        "temperature": 1.0,
-        "choice_temperature": 4.5,
-        "guidance_scale": 0.0,
-        "class_id": 3,
-        "format": "mp4",
-    }
-    crashed, _ = queue.enqueue("cg", params, batch_key("cg", params))
-    assert [j.id for j in queue.claim(10, lease_s=0.2, batch_key=batch_key("cg", params))]
+    crashed, _ = queue.enqueue(spec())
+    assert [j.id for j in queue.claim(10, lease_s=0.2, batch_key=spec().batch_key)]
     queue.close()
     time.sleep(0.3)
 
@@ -66,14 +58,14 @@ def test_jobs_survive_a_restart(tiny_checkpoint, tmp_path):
 
 def test_dead_letter_after_max_attempts(tmp_path):
     queue = SqliteQueue(tmp_path / "q.sqlite3", max_attempts=2)
-    params = {"steps": 2, "temperature": 1.0, "choice_temperature": 4.5, "guidance_scale": 0.0}
-    job, _ = queue.enqueue("cg", params, batch_key("cg", params))
+    job, _ = queue.enqueue(spec())
     for _ in range(2):
         assert queue.claim(1, lease_s=0.0)
         time.sleep(0.01)
     assert queue.claim(1, lease_s=0.0) == []
     dead = queue.get(job.id)
     assert dead.status == "failed" and "dead-lettered" in dead.error
+    assert dead.error_type is ErrorType.DEAD_LETTER and queue.stats()["dead_letters"] == 1
 
 
 def test_queue_full_answers_429(tiny_checkpoint, tmp_path):

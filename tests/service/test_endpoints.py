@@ -66,9 +66,18 @@ def test_job_lifecycle_with_events_and_idempotency(client):
     job = r.json()
     assert r.headers["location"].endswith(f"/v1/jobs/{job['id']}")
     again = client.post(
-        "/v1/jobs", data=_data("fp", task="fp"), files=_files("fp"), headers=headers
+        "/v1/jobs", data=_data("fp", task="fp", preview="true"), files=_files("fp"), headers=headers
     )
-    assert again.json()["id"] == job["id"]
+    assert again.status_code == 200 and again.json()["id"] == job["id"]
+    for changed in ({"preview": "false"}, {"steps": "3"}, {"seed": "8"}):
+        other = client.post(
+            "/v1/jobs",
+            data=_data("fp", task="fp", preview="true") | changed,
+            files=_files("fp"),
+            headers=headers,
+        )
+        assert other.status_code == 422, (changed, other.text)
+        assert "Idempotency-Key" in other.json()["error"]["message"]
     events = []
     with client.stream("GET", f"/v1/jobs/{job['id']}/events", params={"preview": 1}) as s:
         for line in s.iter_lines():

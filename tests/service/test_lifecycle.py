@@ -7,19 +7,11 @@ import time
 
 import httpx
 
-from service.queue import SqliteQueue, batch_key
 from service.scheduler import Scheduler
-from tests.service.conftest import Server, make_settings
+from service.sqlite_queue import SqliteQueue
+from tests.service.conftest import Server, make_settings, spec
 
-PARAMS = {
-    "seed": 1,
-    "steps": 1,
-    "temperature": 1.0,
-    "choice_temperature": 4.5,
-    "guidance_scale": 0.0,
-    "class_id": 0,
-    "format": "mp4",
-}
+SPEC = spec(class_id=0, steps=1)
 
 
 def test_not_ready_when_the_model_cannot_load(tiny_checkpoint, tmp_path):
@@ -31,8 +23,14 @@ def test_not_ready_when_the_model_cannot_load(tiny_checkpoint, tmp_path):
     try:
         time.sleep(0.5)
         r = httpx.get(f"{srv.url}/readyz")
-        assert r.status_code == 503 and "failed to load" in r.json()["error"]["message"]
+        message = r.json()["error"]["message"]
+        assert r.status_code == 503 and "failed to load" in message
+        assert str(tmp_path) not in message and "Error" not in message  # no paths, no classes
         assert httpx.get(f"{srv.url}/healthz").status_code == 200
+        start = time.monotonic()  # work is refused at once, not held until it times out
+        r = httpx.post(f"{srv.url}/v1/tasks/cg", data={"class_id": "1", "steps": "1"})
+        assert r.status_code == 503 and r.json()["error"]["type"] == "unavailable"
+        assert time.monotonic() - start < 2
     finally:
         srv.stop()
 
@@ -54,7 +52,7 @@ def test_synchronous_request_times_out_with_503(tiny_checkpoint, tmp_path):
 def test_results_expire(tiny_checkpoint, tmp_path):
     settings = make_settings(tiny_checkpoint, tmp_path, result_ttl_s=0.01)
     queue = SqliteQueue(tmp_path / "jobs.sqlite3")
-    job, _ = queue.enqueue("cg", PARAMS, batch_key("cg", PARAMS))
+    job, _ = queue.enqueue(SPEC)
     queue.claim(1, 60)
     queue.put_result(job.id, b"video")
     queue.complete(job.id, "mp4")
@@ -74,7 +72,7 @@ def test_results_expire(tiny_checkpoint, tmp_path):
 
 def test_shutdown_gives_unfinished_jobs_back(tmp_path):
     queue = SqliteQueue(tmp_path / "q.sqlite3")
-    job, _ = queue.enqueue("cg", PARAMS, batch_key("cg", PARAMS))
+    job, _ = queue.enqueue(SPEC)
     claimed = queue.claim(1, 60)
     assert claimed and queue.get(job.id).status == "in_progress"
 
@@ -94,3 +92,22 @@ def _metrics():
     from service.metrics import Metrics
 
     return Metrics()
+
+
+def test_a_killed_servers_running_jobs_run_again_at_once(tmp_path):
+    """SQLite: a job claimed by a process of this host that is gone is claimable at restart,
+    without waiting out its lease."""
+    import os
+    import socket
+    import subprocess
+
+    queue = SqliteQueue(tmp_path / "q.sqlite3")
+    job, _ = queue.enqueue(SPEC)
+    gone = subprocess.Popen(["true"])  # a pid that has exited
+    gone.wait()
+    queue.worker = f"{os.environ.get('MAGVIT_WORKER_NAME') or socket.gethostname()}-{gone.pid}"
+    assert queue.claim(1, lease_s=3600)
+    queue.close()
+    restarted = SqliteQueue(tmp_path / "q.sqlite3")
+    [again] = restarted.claim_batch(4, 0.0, lease_s=60)
+    assert again.id == job.id and again.attempts == 2

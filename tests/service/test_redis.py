@@ -14,22 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.queue import batch_key
 from service.redis_queue import RedisQueue
-from tests.service.conftest import Server, make_settings
+from tests.service.conftest import Server, make_settings, spec
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
-PARAMS = {
-    "seed": 1,
-    "steps": 2,
-    "temperature": 1.0,
-    "choice_temperature": 4.5,
-    "guidance_scale": 0.0,
-    "class_id": 3,
-    "format": "npz",
-}
-KEY = batch_key("cg", PARAMS)
+SPEC = spec(format="npz")
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +38,8 @@ def url(redis_server) -> str:
 def test_replicas_share_jobs_idempotency_and_cancellation(url):
     api_a, api_b = RedisQueue(url), RedisQueue(url)
     worker = RedisQueue(url, consumer="w1")
-    job, created = api_a.enqueue("cg", PARAMS, KEY, idempotency_key="k1")
-    again, created_again = api_b.enqueue("cg", PARAMS, KEY, idempotency_key="k1")
+    job, created = api_a.enqueue(SPEC, idempotency_key="k1")
+    again, created_again = api_b.enqueue(SPEC, idempotency_key="k1")
     assert created and not created_again and again.id == job.id
     assert api_b.depth() == 1
 
@@ -70,7 +60,7 @@ def test_replicas_share_jobs_idempotency_and_cancellation(url):
     assert stats["pending"] == 0 and stats["depth"] == 0
 
     # Cancelled on one replica before any worker read it: workers skip it.
-    gone, _ = api_a.enqueue("cg", PARAMS, KEY)
+    gone, _ = api_a.enqueue(SPEC)
     assert api_b.cancel(gone.id).status == "cancelled"
     assert worker.claim_batch(4, 0.0, 30, 0.1) == []
     assert api_a.get(gone.id).status == "cancelled" and api_a.depth() == 0
@@ -78,10 +68,8 @@ def test_replicas_share_jobs_idempotency_and_cancellation(url):
 
 def test_batches_hold_one_key_and_keep_the_rest(url):
     api, worker = RedisQueue(url), RedisQueue(url, consumer="w1")
-    other = PARAMS | {"steps": 3}
-    keys = [KEY, batch_key("cg", other), KEY]
-    params = [PARAMS, other, PARAMS]
-    ids = [api.enqueue("cg", p, k)[0].id for p, k in zip(params, keys, strict=True)]
+    other = spec(format="npz", steps=3)
+    ids = [api.enqueue(s)[0].id for s in (SPEC, other, SPEC)]
     first = worker.claim_batch(4, 0.0, 30, 0.1)
     second = worker.claim_batch(4, 0.0, 30, 0.1)  # from the worker's buffer, not the stream
     assert [j.id for j in first] == [ids[0], ids[2]] and [j.id for j in second] == [ids[1]]
@@ -89,7 +77,7 @@ def test_batches_hold_one_key_and_keep_the_rest(url):
 
 def test_a_stopped_workers_jobs_are_taken_over_then_dead_lettered(url):
     api = RedisQueue(url, max_attempts=2)
-    job, _ = api.enqueue("cg", PARAMS, KEY)
+    job, _ = api.enqueue(SPEC)
     # Worker 1 claims and dies (never renews, never acks): after the lease, worker 2 takes over.
     assert RedisQueue(url, max_attempts=2, consumer="w1").claim_batch(1, 0.0, 0.2, 0.1)
     time.sleep(0.3)
@@ -108,7 +96,7 @@ def test_a_stopped_workers_jobs_are_taken_over_then_dead_lettered(url):
 
 def test_renewed_claims_are_not_taken_over(url):
     api = RedisQueue(url)
-    job, _ = api.enqueue("cg", PARAMS, KEY)
+    job, _ = api.enqueue(SPEC)
     w1 = RedisQueue(url, consumer="w1")
     assert w1.claim_batch(1, 0.0, 0.3, 0.1)
     for _ in range(3):
