@@ -25,11 +25,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
     from pydantic import ValidationError
 
     from models.checkpoint import CheckpointError
-    from service.app import create_app
+    from service.app import create_app, serve
+    from service.runtime import QueueNotDurable
     from service.settings import Settings
 
     overrides = {
@@ -46,13 +46,7 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(settings)
     except ValidationError as err:
         raise CliError(f"invalid settings: {err}") from None
-    except CheckpointError as err:
+    except (CheckpointError, QueueNotDurable) as err:
         raise CliError(str(err)) from None
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5,
-    )
+    serve(app, settings)
     return 0

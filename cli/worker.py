@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from models.checkpoint import CheckpointError
+    from service.runtime import QueueNotDurable
     from service.settings import Settings
 
     overrides = {
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         asyncio.run(_work(settings, args.metrics_host, args.metrics_port))
-    except CheckpointError as err:
+    except (CheckpointError, QueueNotDurable) as err:
         raise CliError(str(err)) from None
     return 0
 
@@ -72,25 +73,17 @@ async def _work(settings, metrics_host: str, metrics_port: int) -> None:
 
     from prometheus_client import start_http_server
 
-    from models.checkpoint import default_checkpoint_dir
-    from service.engine import Engine
     from service.metrics import Metrics
-    from service.queue_factory import open_queue
-    from service.scheduler import Scheduler
+    from service.runtime import load_engine, make_scheduler, open_checked_queue
 
     log = logging.getLogger("magvit.worker")
-    engine = await asyncio.to_thread(
-        Engine.load, settings.checkpoint or default_checkpoint_dir(), settings.device
-    )
-    if settings.warmup:
-        await asyncio.to_thread(engine.warmup)
-    queue = open_queue(
-        settings.queue_url, settings.data_dir, settings.job_max_attempts, settings.result_ttl_s
-    )
+    engine = await load_engine(settings)
+    queue = open_checked_queue(settings)
     metrics = Metrics()
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
-    scheduler = Scheduler(queue, engine, settings, metrics)
+    scheduler = make_scheduler(queue, settings, metrics)
+    scheduler.engine = engine
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

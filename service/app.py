@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
@@ -19,7 +20,7 @@ from service import errors, routes
 from service.metrics import Metrics
 from service.middleware import ApiKeys, BodyLimit, SecurityHeaders
 from service.queue import JobQueue
-from service.queue_factory import open_queue
+from service.runtime import load_engine, make_scheduler, open_checked_queue
 from service.scheduler import Scheduler
 from service.settings import Settings
 
@@ -47,15 +48,13 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     config = engine.config if engine is not None else read_config(checkpoint)[0]
     metrics = Metrics()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    queue = open_queue(
-        settings.queue_url, settings.data_dir, settings.job_max_attempts, settings.result_ttl_s
-    )
+    queue = open_checked_queue(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         nonlocal engine
         st: AppState = app.state.magvit
-        st.scheduler = Scheduler(queue, None, settings, metrics)
+        st.scheduler = make_scheduler(queue, settings, metrics)
         loader = asyncio.create_task(_load(st))
         try:
             yield
@@ -68,10 +67,8 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
         nonlocal engine
         try:
             if engine is None and settings.workers > 0:
-                from service.engine import Engine
-
-                engine = await asyncio.to_thread(Engine.load, checkpoint, settings.device)
-            if engine is not None and settings.warmup:
+                engine = await load_engine(settings)
+            elif engine is not None and settings.warmup:
                 await asyncio.to_thread(engine.warmup)
         except Exception as err:  # the process stays up and says why it is not ready
             log.error("could not load the model: %s", err, exc_info=True)
@@ -115,3 +112,29 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
         )
     app.add_middleware(SecurityHeaders)
     return app
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn that, on SIGTERM or SIGINT, first tells the app to stop taking work: /readyz
+    answers 503, nothing new is claimed, waiting synchronous requests answer 503 at once. Its
+    graceful shutdown and the drain share one drain timeout."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.state: AppState = app.state.magvit
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.state.scheduler is not None:
+            self.state.scheduler.begin_stop()
+        super().handle_exit(sig, frame)
+
+
+def serve(app: FastAPI, settings: Settings, log_level: str = "info") -> None:
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+    )
+    GracefulServer(config, app).run()

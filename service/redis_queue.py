@@ -425,6 +425,18 @@ class RedisQueue:
     def depth(self):
         return int(self.r.zcard(self.queued))
 
+    def durability_problem(self) -> str | None:
+        """Why queued jobs would not survive a restart of this Redis (no AOF and no RDB
+        snapshots), or None. Servers that refuse CONFIG (managed Redis) are trusted."""
+        try:
+            raw = self.r.config_get("appendonly") | self.r.config_get("save")
+        except ResponseError:
+            return None
+        config = {_text(k): _text(v) for k, v in raw.items()}
+        if config.get("appendonly", "").lower() == "yes" or config.get("save"):
+            return None
+        return "Redis has no persistence (appendonly no, save ''): a restart loses every queued job"
+
     def counts(self) -> dict[str, int]:
         """Jobs by status, of those Redis still holds (finished ones expire)."""
         out = dict.fromkeys(STATUSES, 0)
@@ -455,6 +467,10 @@ class RedisQueue:
         """The latest dead-lettered jobs, newest first."""
         rows = self.r.xrevrange(self.dead, count=count)
         return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in rows]
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
 
 
 def _typed_outage(method):

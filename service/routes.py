@@ -417,7 +417,7 @@ def jobs_router(parse_form) -> APIRouter:
                     kind = "status" if job.done else "progress"
                     yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
                     last = snapshot
-                if job.done or await request.is_disconnected():
+                if job.done or st.scheduler.stopping or await request.is_disconnected():
                     return
                 await _wait(st, 0.25)
 

@@ -59,6 +59,7 @@ class Scheduler:
         self.stopping = False
         self._tasks: list[asyncio.Task] = []
         self._running: set[str] = set()
+        self._stop_deadline: float | None = None
 
     # ----------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -67,12 +68,20 @@ class Scheduler:
             self._tasks.append(loop.create_task(self._worker()))
         self._tasks.append(loop.create_task(self._janitor()))
 
+    def begin_stop(self) -> None:
+        """Stop taking work now (no new claims; readiness and waiting requests see it); the
+        drain timeout counts from the first call."""
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + self.settings.drain_timeout_s
+        self.stopping = True
+        self.wake.set()
+        self.live.touch()
+
     async def stop(self) -> None:
         """Stop taking work, let running batches finish within the drain timeout, then give
         unfinished jobs back to the queue."""
-        self.stopping = True
-        self.wake.set()
-        deadline = time.monotonic() + self.settings.drain_timeout_s
+        self.begin_stop()
+        deadline = self._stop_deadline or time.monotonic()
         while self._running and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self._running:

@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
     # sqlite:///PATH (default: <data_dir>/jobs.sqlite3) or redis://HOST:PORT/DB (many machines)
     queue_url: str | None = Field(None, pattern=r"^(sqlite:///.+|rediss?://.+|unix://.+)$")
+    # Refuse to start on a queue that would lose accepted jobs on a restart (else: a warning).
+    require_durable_queue: bool = False
     workers: int = Field(1, ge=0, le=1)  # 1: run the engine in this process; 0: API only
     data_dir: Path = Path("data")
 

@@ -370,6 +370,9 @@ class SqliteQueue:
             self._drop_work_files(job_id)
         return expired
 
+    def durability_problem(self) -> str | None:
+        return None  # a file on this machine's disk, written in transactions
+
     def stats(self) -> dict[str, int]:
         """Depth (waiting), pending (claimed, unfinished), redeliveries, dead letters."""
         with self._lock:

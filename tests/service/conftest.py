@@ -15,7 +15,7 @@ import uvicorn
 from models.checkpoint import save_checkpoint
 from models.decoding import DecodeOptions
 from models.pipeline import MagvitPipeline
-from service.app import create_app
+from service.app import GracefulServer, create_app
 from service.jobs import JobSpec
 from service.settings import Settings
 
@@ -41,7 +41,7 @@ class Server:
         self.settings = settings
         self.app = create_app(settings)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning")
-        self.server = uvicorn.Server(config)
+        self.server = GracefulServer(config, self.app)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{settings.port}"
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import httpx
+import pytest
 
 from service.scheduler import Scheduler
 from service.sqlite_queue import SqliteQueue
@@ -111,3 +113,72 @@ def test_a_killed_servers_running_jobs_run_again_at_once(tmp_path):
     restarted = SqliteQueue(tmp_path / "q.sqlite3")
     [again] = restarted.claim_batch(4, 0.0, lease_s=60)
     assert again.id == job.id and again.attempts == 2
+
+
+def test_readiness_fails_at_once_when_stopping(tiny_checkpoint, tmp_path):
+    srv = Server(make_settings(tiny_checkpoint, tmp_path, workers=0)).start()
+    try:
+        assert httpx.get(f"{srv.url}/readyz").status_code == 200
+        srv.app.state.magvit.scheduler.begin_stop()
+        r = httpx.get(f"{srv.url}/readyz")
+        assert r.status_code == 503 and r.json()["error"]["type"] == "unavailable"
+        r = httpx.post(f"{srv.url}/v1/jobs", data={"task": "cg", "class_id": "1"})
+        assert r.status_code == 503 and r.headers["retry-after"]
+    finally:
+        srv.stop()
+
+
+@pytest.mark.integration
+def test_sigterm_answers_waiting_clients_and_stops_within_the_drain_timeout(
+    tiny_checkpoint, tmp_path
+):
+    import concurrent.futures
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.service.conftest import free_port
+
+    port = free_port()
+    env = os.environ | {"MAGVIT_DRAIN_TIMEOUT_S": "2", "MAGVIT_WARMUP": "false"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "serve",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--workers",
+        "0",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path),
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            # No engine: the synchronous request waits until the server stops.
+            waiting = pool.submit(
+                httpx.post, f"{url}/v1/tasks/cg", data={"class_id": "1"}, timeout=30
+            )
+            time.sleep(0.5)
+            start = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            r = waiting.result(timeout=10)
+        assert r.status_code == 503 and r.json()["error"]["type"] == "unavailable"
+        assert time.monotonic() - start < 1.5
+        proc.wait(timeout=10)
+        assert time.monotonic() - start < 2 + 1.5  # the drain timeout and a little
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -234,3 +234,52 @@ def _try(fn):
         return fn()
     except Exception:
         return None
+
+
+@pytest.mark.integration
+def test_a_redis_outage_answers_503_and_recovers(tiny_checkpoint, tmp_path):
+    private = RedisServer().start()
+    api = Server(make_settings(tiny_checkpoint, tmp_path, queue_url=private.url, workers=0)).start()
+    try:
+        data = {"task": "cg", "class_id": "1", "steps": "1"}
+        assert httpx.post(f"{api.url}/v1/jobs", data=data).status_code == 202
+        private.stop()
+        start = time.monotonic()
+        r = httpx.post(f"{api.url}/v1/jobs", data=data, timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"], r.text
+        assert r.json()["error"]["type"] == "unavailable"
+        assert httpx.get(f"{api.url}/v1/jobs/x", timeout=30).status_code == 503
+        assert time.monotonic() - start < 8
+        # The event loop stays free while queue calls fail: liveness answers at once.
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            slow = [pool.submit(httpx.get, f"{api.url}/v1/jobs/x", timeout=30) for _ in range(3)]
+            t0 = time.monotonic()
+            assert httpx.get(f"{api.url}/healthz", timeout=5).status_code == 200
+            assert time.monotonic() - t0 < 0.5
+            assert all(f.result().status_code == 503 for f in slow)
+        assert httpx.get(f"{api.url}/readyz", timeout=30).status_code == 503
+        private.start()  # the same port: the API reconnects by itself
+        _wait_for(
+            lambda: httpx.post(f"{api.url}/v1/jobs", data=data, timeout=30).status_code == 202,
+            30,
+            "recovery",
+        )
+        assert httpx.get(f"{api.url}/readyz", timeout=30).status_code == 200
+    finally:
+        api.stop()
+        private.stop()
+
+
+def test_persistence_is_checked_at_start_up(redis_server, tiny_checkpoint, tmp_path, caplog):
+    from service.app import create_app
+    from service.runtime import QueueNotDurable
+
+    settings = make_settings(tiny_checkpoint, tmp_path, queue_url=redis_server.url, workers=0)
+    with caplog.at_level("WARNING"):
+        create_app(settings)
+    assert "no persistence" in caplog.text
+    strict = settings.model_copy(update={"require_durable_queue": True})
+    with pytest.raises(QueueNotDurable):
+        create_app(strict)
