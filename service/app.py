@@ -33,7 +33,7 @@ class AppState:
     settings: Settings
     config: ModelConfig
     queue: JobQueue
-    scheduler: Scheduler
+    scheduler: Scheduler | None  # made at start-up
     metrics: Metrics
     ready: bool = False
     not_ready_reason: str | None = "loading the model"
@@ -47,23 +47,22 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     checkpoint = settings.checkpoint or default_checkpoint_dir()
     config = engine.config if engine is not None else read_config(checkpoint)[0]
     metrics = Metrics()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    queue = open_checked_queue(settings)
+    queue = open_checked_queue(settings)  # a SQLite queue makes its data directory
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         nonlocal engine
         st: AppState = app.state.magvit
-        st.scheduler = make_scheduler(queue, settings, metrics)
-        loader = asyncio.create_task(_load(st))
+        scheduler = st.scheduler = make_scheduler(queue, settings, metrics)
+        loader = asyncio.create_task(_load(st, scheduler))
         try:
             yield
         finally:
             loader.cancel()
-            await st.scheduler.stop()
+            await scheduler.stop()
             queue.close()
 
-    async def _load(st: AppState) -> None:
+    async def _load(st: AppState, scheduler: Scheduler) -> None:
         nonlocal engine
         try:
             if engine is None and settings.workers > 0:
@@ -75,8 +74,8 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
             st.not_ready_reason = "the model failed to load (see the server log)"
             st.load_failed = True
             return
-        st.scheduler.engine = engine
-        st.scheduler.start()
+        scheduler.engine = engine
+        scheduler.start()
         st.ready, st.not_ready_reason = True, None
         log.info("ready")
 

@@ -76,7 +76,11 @@ class Engine:
         with self._lock, torch.inference_mode():
             videos = None
             if pipe.task(task).needs_video:
-                videos = torch.stack([pipe.prepare_video(r.frames, task) for r in requests])
+                if any(r.frames is None for r in requests):
+                    raise InvalidInput(f"task {task!r} needs a video")
+                videos = torch.stack(
+                    [pipe.prepare_video(r.frames, task) for r in requests if r.frames is not None]
+                )
 
             def progress(info: StepInfo) -> None:
                 previews = None

@@ -49,7 +49,7 @@ _DESCRIPTIONS = {
     503: "not ready, shutting down, the queue is unreachable, or the job could not run",
 }
 # For the OpenAPI document: `responses=` entries of the routes.
-ERROR_RESPONSES: dict[int, dict[str, Any]] = {
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text} for code, text in _DESCRIPTIONS.items()
 }
 

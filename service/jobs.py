@@ -77,7 +77,7 @@ class JobSpec:
         # Jobs stored before the record existed kept the options beside the other fields.
         options = options_from_dict(data.get("options", data))
         return cls(
-            task=data.get("task") or task,
+            task=str(data.get("task") or task),
             seed=int(data["seed"]),
             class_id=data.get("class_id"),
             format=data["format"],

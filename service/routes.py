@@ -42,6 +42,7 @@ STATUS_FOR_ERROR = {
     ErrorType.CANCELLED: 409,
 }
 RETRY = {"Retry-After": "5"}
+Responses = dict[int | str, dict[str, Any]]  # FastAPI's `responses=`
 
 
 def state(request: Request):
@@ -278,9 +279,10 @@ def task_router(task: Task, parse_form) -> APIRouter:
         raise _failure(job)
 
     codes = [400, 401, 404, 409, 422, 429, 503] + ([413, 415] if task.needs_video else [])
-    responses: dict[int | str, dict[str, Any]] = {
+    responses: Responses = {
         200: {"content": {m: {} for m in FORMATS.values()}, "description": "the generated video"}
-    } | {c: ERROR_RESPONSES[c] for c in sorted(codes)}
+    }
+    responses |= {c: ERROR_RESPONSES[c] for c in sorted(codes)}
     route = router.post(
         f"/v1/tasks/{code}",
         operation_id=f"run_{code}",
@@ -312,15 +314,18 @@ def task_router(task: Task, parse_form) -> APIRouter:
 
 def jobs_router(parse_form) -> APIRouter:
     jobs = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-    read = {c: ERROR_RESPONSES[c] for c in (401, 404, 503)}
+    read: Responses = {c: ERROR_RESPONSES[c] for c in (401, 404, 503)}
+    created: Responses = {200: {"model": JobOut, "description": "a known Idempotency-Key's job"}}
+    created |= {c: ERROR_RESPONSES[c] for c in (400, 401, 404, 413, 415, 422, 429, 503)}
+    video: Responses = {200: {"content": {m: {} for m in FORMATS.values()}}}
+    events: Responses = {200: {"content": {"text/event-stream": {}}}}
 
     @jobs.post(
         "",
         status_code=202,
         response_model=JobOut,
         summary="create a job",
-        responses={200: {"model": JobOut, "description": "the job of a known Idempotency-Key"}}
-        | {c: ERROR_RESPONSES[c] for c in (400, 401, 404, 413, 415, 422, 429, 503)},
+        responses=created,
     )
     async def create_job(
         request: Request,
@@ -354,9 +359,7 @@ def jobs_router(parse_form) -> APIRouter:
         "/{job_id}/result",
         response_class=Response,
         summary="a finished job's video",
-        responses={200: {"content": {m: {} for m in FORMATS.values()}}}
-        | read
-        | {409: ERROR_RESPONSES[409]},
+        responses=video | read | {409: ERROR_RESPONSES[409]},
     )
     async def get_result(request: Request, job_id: str):
         job = await _get_job(request, job_id)
@@ -384,7 +387,7 @@ def jobs_router(parse_form) -> APIRouter:
         "/{job_id}/events",
         summary="server-sent progress events",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}} | read,
+        responses=events | read,
     )
     async def job_events(request: Request, job_id: str, preview: bool = False):
         await _get_job(request, job_id)

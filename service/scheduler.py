@@ -92,6 +92,11 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("the scheduler runs batches only with an engine")
+        return self.engine
+
     def notify(self) -> None:
         self.wake.set()
 
@@ -146,7 +151,7 @@ class Scheduler:
             try:
                 frames = read_npz(data) if data else None
                 check_request(
-                    self.engine.config,
+                    self._engine().config,
                     TASKS[spec.task],
                     spec.class_id,
                     None if frames is None else frames.shape[0],
@@ -194,7 +199,9 @@ class Scheduler:
         self.metrics.batch_size.observe(len(jobs))
         start = time.perf_counter()
         try:
-            videos = await asyncio.to_thread(self.engine.run, requests, options, on_step, preview)
+            videos = await asyncio.to_thread(
+                self._engine().run, requests, options, on_step, preview
+            )
         except Cancelled:
             return
         except InvalidInput as err:

@@ -188,7 +188,7 @@ class SqliteQueue:
                 f"SELECT * FROM jobs WHERE {where} ORDER BY created_at LIMIT ?",
                 (*args, limit + 16),
             ).fetchall()
-            claimed = []
+            claimed: list[str] = []
             for row in rows:
                 if row["attempts"] >= self.max_attempts:
                     db.execute(
