@@ -81,13 +81,15 @@ class GenerationForm:
         return h.hexdigest()
 
 
-def generation_form(max_steps: int):
-    """The form dependency, with `steps` bounded by the server's maximum (also in OpenAPI)."""
+def generation_form(max_steps: int, with_class: bool = True):
+    """The form dependency, with `steps` bounded by the server's maximum (also in OpenAPI);
+    `class_id` and `guidance_scale` only where the task takes a class."""
+    default_steps = min(12, max_steps)
 
-    def parse(
+    def with_classes(
         seed: Annotated[int | None, Form(ge=0, le=2**31 - 1, description="random seed")] = None,
-        steps: Annotated[int, Form(ge=1, le=max_steps, description="decoding steps")] = min(
-            12, max_steps
+        steps: Annotated[int, Form(ge=1, le=max_steps, description="decoding steps")] = (
+            default_steps
         ),
         temperature: Annotated[float, Form(ge=0, le=10)] = 1.0,
         choice_temperature: Annotated[float, Form(ge=0, le=1000)] = 4.5,
@@ -103,7 +105,18 @@ def generation_form(max_steps: int):
         )
         return GenerationForm(seed, class_id, format, options)
 
-    return parse
+    def without_classes(
+        seed: Annotated[int | None, Form(ge=0, le=2**31 - 1, description="random seed")] = None,
+        steps: Annotated[int, Form(ge=1, le=max_steps, description="decoding steps")] = (
+            default_steps
+        ),
+        temperature: Annotated[float, Form(ge=0, le=10)] = 1.0,
+        choice_temperature: Annotated[float, Form(ge=0, le=1000)] = 4.5,
+        format: Annotated[str, Form(pattern=FORMAT_PATTERN)] = "mp4",
+    ) -> GenerationForm:
+        return with_classes(seed, steps, temperature, choice_temperature, 0.0, None, format)
+
+    return with_classes if with_class else without_classes
 
 
 def _refuse_if_unavailable(st) -> None:
@@ -314,7 +327,7 @@ def task_router(task: Task, parse_form) -> APIRouter:
 
 def jobs_router(parse_form) -> APIRouter:
     jobs = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-    read: Responses = {c: ERROR_RESPONSES[c] for c in (401, 404, 503)}
+    read: Responses = {c: ERROR_RESPONSES[c] for c in (401, 404, 422, 503)}
     created: Responses = {200: {"model": JobOut, "description": "a known Idempotency-Key's job"}}
     created |= {c: ERROR_RESPONSES[c] for c in (400, 401, 404, 413, 415, 422, 429, 503)}
     video: Responses = {200: {"content": {m: {} for m in FORMATS.values()}}}
@@ -477,9 +490,9 @@ async def metrics(request: Request):
 
 def install(app: FastAPI, max_steps: int) -> None:
     """Authentication is the middleware's (before any body is read), not the routes'."""
-    parse_form = generation_form(max_steps)
     for code in TASK_CODES:
-        app.include_router(task_router(TASKS[code], parse_form))
-    app.include_router(jobs_router(parse_form))
+        task = TASKS[code]
+        app.include_router(task_router(task, generation_form(max_steps, task.needs_class)))
+    app.include_router(jobs_router(generation_form(max_steps)))
     app.include_router(tasks_meta)
     app.include_router(meta)

@@ -15,8 +15,8 @@ from tests.support import videos
 
 def test_class_id_on_a_task_without_classes_is_checked_up_front(client):
     r = client.post(
-        "/v1/tasks/fp",
-        data={"steps": "1", "class_id": "999"},
+        "/v1/jobs",
+        data={"task": "fp", "steps": "1", "class_id": "999"},
         files={"video": ("a.mp4", videos.clip("mp4"))},
     )
     assert r.status_code == 422 and "class_id" in r.json()["error"]["message"]

@@ -115,3 +115,31 @@ def test_metrics_show_requests_and_batches(client):
     depth = re.search(r"^magvit_queue_depth (\S+)$", body, re.M)
     assert depth and float(depth.group(1)) >= 0
     assert re.search(r'magvit_requests_total\{status="200",task="cg"\} [1-9]', body)
+
+
+def test_the_openapi_document_matches_the_api(server, client):
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+
+    def form(path: str) -> dict:
+        [body] = paths[path]["post"]["requestBody"]["content"].values()
+        ref = body["schema"]["$ref"].rsplit("/", 1)[-1]
+        return schema["components"]["schemas"][ref]["properties"]
+
+    assert form("/v1/tasks/cg")["steps"]["maximum"] == server.settings.max_steps
+    assert "class_id" in form("/v1/tasks/cg") and "class_id" not in form("/v1/tasks/fp")
+    assert "guidance_scale" not in form("/v1/tasks/fp") and "video" in form("/v1/tasks/fp")
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, methods in paths.items():
+        for method, op in methods.items():
+            for code, answer in op["responses"].items():
+                if code.startswith(("4", "5")):
+                    assert answer["content"]["application/json"]["schema"] == error, (
+                        path,
+                        method,
+                        code,
+                    )
+    assert {"400", "404", "413", "415", "422", "429", "503"} <= set(
+        paths["/v1/tasks/fp"]["post"]["responses"]
+    )
+    assert {"401", "404", "503"} <= set(paths["/v1/jobs/{job_id}"]["get"]["responses"])
