@@ -42,7 +42,6 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(3, ge=1)
     lease_seconds: float = Field(60.0, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
-    preview_every: int = Field(1, ge=1)
     warmup: bool = True
 
     @field_validator("api_keys", "cors_origins", mode="before")

@@ -182,3 +182,24 @@ def test_sigterm_answers_waiting_clients_and_stops_within_the_drain_timeout(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_an_api_only_process_does_not_load_the_engine(tiny_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, asyncio\n"
+        "from pathlib import Path\n"
+        "from service.app import create_app\n"
+        "from service.settings import Settings\n"
+        f"app = create_app(Settings(checkpoint=Path({str(tiny_checkpoint)!r}), workers=0,"
+        f" data_dir=Path({str(tmp_path)!r})))\n"
+        "async def main():\n"
+        "    async with app.router.lifespan_context(app):\n"
+        "        await asyncio.sleep(0.2)\n"
+        "asyncio.run(main())\n"
+        "assert 'service.engine' not in sys.modules, 'the engine was imported'\n"
+        "assert 'models.pipeline' not in sys.modules, 'the pipeline was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
