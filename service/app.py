@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from models.checkpoint import default_checkpoint_dir, read_config
 from models.config import ModelConfig
 from service import errors, routes
+from service.http_protocol import with_header_timeout
 from service.metrics import Metrics
 from service.middleware import ApiKeys, BodyLimit, SecurityHeaders
 from service.queue import JobQueue
@@ -128,12 +129,17 @@ class GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(app: FastAPI, settings: Settings, log_level: str = "info") -> None:
-    config = uvicorn.Config(
+def server_config(app: FastAPI, settings: Settings, log_level: str = "info") -> uvicorn.Config:
+    """uvicorn for the app: its header deadline, and a graceful shutdown within the drain."""
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        http=with_header_timeout(settings.header_timeout_s),
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
     )
-    GracefulServer(config, app).run()
+
+
+def serve(app: FastAPI, settings: Settings, log_level: str = "info") -> None:
+    GracefulServer(server_config(app, settings, log_level), app).run()

@@ -383,10 +383,8 @@ class RedisQueue:
                 self._ack(msg.decode() if msg else None)
                 self.r.xadd(self.stream, {"id": job_id})
 
-    def cancel(self, job_id):
-        self._set_final(
-            job_id, "cancelled", error_type=ErrorType.CANCELLED, allowed="queued in_progress"
-        )
+    def cancel(self, job_id, error_type=ErrorType.CANCELLED):
+        self._set_final(job_id, "cancelled", error_type=error_type, allowed="queued in_progress")
         return self.get(job_id)
 
     # ------------------------------------------------------------------------------- data

@@ -256,15 +256,15 @@ async def _await_job(request: Request, job: Job) -> Job:
     st = state(request)
     deadline = time.monotonic() + st.settings.request_timeout_s
     while not (job := await _q(st.queue.get, job.id)).done:
-        reason = None
+        reason, why = None, ErrorType.CANCELLED
         if time.monotonic() > deadline:
-            reason = "the request timed out in the queue; retry later"
+            reason, why = "the request timed out in the queue; retry later", ErrorType.TIMEOUT
         elif st.scheduler.stopping:
             reason = "the server is shutting down; retry later"
         elif await request.is_disconnected():
             reason = "the client went away"
         if reason is not None:
-            await _q(st.queue.cancel, job.id)
+            await _q(st.queue.cancel, job.id, why)
             st.scheduler.live.touch()
             raise ApiError(503, reason, headers={"Retry-After": "10"})
         await _wait(st, 0.05)

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(64, ge=1)
     request_timeout_s: float = Field(300.0, gt=0)
     body_timeout_s: float = Field(30.0, gt=0)  # a request body that stalls this long: 408
+    header_timeout_s: float = Field(10.0, gt=0)  # request headers not complete by then: closed
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_video_pixels: int = Field(3840 * 2160, ge=64)
     max_video_frames: int = Field(1024, ge=1)

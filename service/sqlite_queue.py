@@ -332,12 +332,12 @@ class SqliteQueue:
             )
         )
 
-    def cancel(self, job_id: str) -> Job | None:
+    def cancel(self, job_id: str, error_type: ErrorType = ErrorType.CANCELLED) -> Job | None:
         self._tx(
             lambda db: db.execute(
                 "UPDATE jobs SET status = 'cancelled', finished_at = ?, error_type = ?"
                 " WHERE id = ? AND status IN ('queued', 'in_progress')",
-                (time.time(), ErrorType.CANCELLED.value, job_id),
+                (time.time(), error_type.value, job_id),
             )
         )
         (self.previews_dir / f"{job_id}.png").unlink(missing_ok=True)

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from models.checkpoint import save_checkpoint
 from models.decoding import DecodeOptions
 from models.pipeline import MagvitPipeline
-from service.app import GracefulServer, create_app
+from service.app import GracefulServer, create_app, server_config
 from service.jobs import JobSpec
 from service.settings import Settings
 
@@ -40,7 +39,7 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning")
+        config = server_config(self.app, settings, log_level="warning")
         self.server = GracefulServer(config, self.app)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{settings.port}"

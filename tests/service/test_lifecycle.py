@@ -47,6 +47,27 @@ def test_synchronous_request_times_out_with_503(tiny_checkpoint, tmp_path):
         assert time.monotonic() - start < 5
         counts = SqliteQueue(tmp_path / "jobs.sqlite3").counts()
         assert counts["cancelled"] == 1 and counts["queued"] == 0
+        assert _error_types(tmp_path) == ["timeout"]
+    finally:
+        srv.stop()
+
+
+def _error_types(data_dir) -> list[str]:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(data_dir / "jobs.sqlite3")) as db:
+        return [r[0] for r in db.execute("SELECT error_type FROM jobs ORDER BY created_at")]
+
+
+def test_a_synchronous_request_whose_client_left_is_cancelled(tiny_checkpoint, tmp_path):
+    srv = Server(make_settings(tiny_checkpoint, tmp_path, workers=0)).start()
+    try:
+        with contextlib.suppress(httpx.TimeoutException):
+            httpx.post(f"{srv.url}/v1/tasks/cg", data={"class_id": "1"}, timeout=0.5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _error_types(tmp_path) != ["cancelled"]:
+            time.sleep(0.05)
+        assert _error_types(tmp_path) == ["cancelled"]
     finally:
         srv.stop()
 

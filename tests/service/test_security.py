@@ -23,6 +23,7 @@ def keyed(tiny_checkpoint, tmp_path_factory):
         tmp_path_factory.mktemp("keyed"),
         api_keys=["key-a", "key-b"],
         body_timeout_s=0.5,
+        header_timeout_s=0.5,
     )
     srv = Server(settings).start()
     yield srv
@@ -128,3 +129,12 @@ def test_concat_upload_cannot_read_a_stored_result(keyed):
         headers=A,
     )
     assert ok.status_code == 200
+
+
+def test_headers_that_never_arrive_time_out(keyed):
+    host, port = keyed.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"POST /v1/tasks/opc HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        start = time.monotonic()
+        assert s.recv(1024) == b""  # closed by the server
+        assert time.monotonic() - start < 3
