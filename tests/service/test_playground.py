@@ -90,3 +90,17 @@ def test_page_with_api_keys(browser, tiny_checkpoint, tmp_path):
         page.close()
     finally:
         srv.stop()
+
+
+def test_the_playground_runs_under_its_content_security_policy(browser, server):
+    page = browser.new_page()  # the policy enforced
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security" in m.text else 0)
+    page.goto(server.url + "/")
+    page.wait_for_selector("label[data-code=opc]", timeout=30_000)  # drawn by app.js from the API
+    page.click("label[data-code=cg]")
+    page.fill("input[name=steps]", "1")
+    page.click("#run")
+    page.wait_for_selector("#download:visible", timeout=60_000)
+    assert violations == []
+    page.close()
