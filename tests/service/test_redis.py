@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.jobs import ErrorType
 from service.redis_queue import RedisQueue
 from tests.service.conftest import Server, make_settings, spec
 from tests.support.redis_server import RedisServer
@@ -283,3 +284,29 @@ def test_persistence_is_checked_at_start_up(redis_server, tiny_checkpoint, tmp_p
     strict = settings.model_copy(update={"require_durable_queue": True})
     with pytest.raises(QueueNotDurable):
         create_app(strict)
+
+
+def test_idempotency_keys_are_per_owner_and_per_request(url):
+    from service.queue import IdempotencyConflict
+
+    q = RedisQueue(url)
+    mine = spec(format="npz", owner="a", fingerprint="f1")
+    job, created = q.enqueue(mine, idempotency_key="k")
+    again, created_again = q.enqueue(mine, idempotency_key="k")
+    assert created and not created_again and again.id == job.id
+    theirs, created_theirs = q.enqueue(
+        spec(format="npz", owner="b", fingerprint="f1"), idempotency_key="k"
+    )
+    assert created_theirs and theirs.id != job.id and q.get(theirs.id).spec.owner == "b"
+    with pytest.raises(IdempotencyConflict):
+        q.enqueue(spec(format="npz", owner="a", fingerprint="f2"), idempotency_key="k")
+    assert q.find("a", "k").id == job.id and q.find("c", "k") is None
+    q.cancel(theirs.id)
+    assert q.counts() == {
+        "queued": 1,
+        "in_progress": 0,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 1,
+    }
+    assert q.get(theirs.id).error_type is ErrorType.CANCELLED
