@@ -20,7 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from service.queue import batch_key  # noqa: E402
+from models.decoding import DecodeOptions  # noqa: E402
+from service.jobs import JobSpec  # noqa: E402
 from service.redis_queue import RedisQueue  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
@@ -62,10 +63,9 @@ def run_setting(url: str, checkpoint: str | None, workers: int, args) -> dict:
         start = time.perf_counter()
         ids = []
         for i in range(args.jobs):
-            params = {"seed": i, "steps": args.steps, "temperature": 1.0,
-                      "choice_temperature": 4.5, "guidance_scale": 0.0, "class_id": i % 10,
-                      "format": "npz"}  # fmt: skip
-            ids.append(queue.enqueue("cg", params, batch_key("cg", params))[0].id)
+            spec = JobSpec(task="cg", seed=i, class_id=i % 10, format="npz",
+                           options=DecodeOptions(steps=args.steps))  # fmt: skip
+            ids.append(queue.enqueue(spec)[0].id)
         while any((job := queue.get(i)) is None or not job.done for i in ids):
             time.sleep(0.02)
         seconds = time.perf_counter() - start

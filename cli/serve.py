@@ -19,29 +19,34 @@ def add_parser(sub) -> None:
         default=None,
         help="sqlite:///PATH (default: in --data-dir) or redis://HOST:PORT/DB",
     )
-    p.add_argument("--workers", type=int, default=None, help="engine workers; 0 = API only")
+    p.add_argument("--workers", type=int, default=None, help="1: the model here; 0: API only")
     p.add_argument("--data-dir", type=Path, default=None, help="jobs, inputs and results")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
     from pydantic import ValidationError
 
     from models.checkpoint import CheckpointError
-    from service.app import create_app
+    from service.app import create_app, serve
+    from service.runtime import QueueNotDurable
     from service.settings import Settings
 
-    overrides = {"host": args.host, "port": args.port, "checkpoint": args.checkpoint,
-                 "device": args.device, "queue_url": args.queue, "workers": args.workers,
-                 "data_dir": args.data_dir}  # fmt: skip
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "checkpoint": args.checkpoint,
+        "device": args.device,
+        "queue_url": args.queue,
+        "workers": args.workers,
+        "data_dir": args.data_dir,
+    }
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
         app = create_app(settings)
     except ValidationError as err:
         raise CliError(f"invalid settings: {err}") from None
-    except CheckpointError as err:
+    except (CheckpointError, QueueNotDurable) as err:
         raise CliError(str(err)) from None
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5)  # fmt: skip
+    serve(app, settings)
     return 0

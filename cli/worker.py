@@ -15,17 +15,21 @@ from cli.main import CliError
 
 def add_parser(sub) -> None:
     p = sub.add_parser("worker", help="run a queue worker (model, no HTTP API)")
-    p.add_argument("--queue", default=None,
-                   help="redis://HOST:PORT/DB or sqlite:///PATH (MAGVIT_QUEUE_URL)")  # fmt: skip
+    p.add_argument(
+        "--queue", default=None, help="redis://HOST:PORT/DB or sqlite:///PATH (MAGVIT_QUEUE_URL)"
+    )
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped one")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--max-batch-size", type=int, default=None, help="default 4")
     p.add_argument("--max-wait-ms", type=int, default=None, help="default 50")
     p.add_argument("--lease-seconds", type=float, default=None, help="default 60")
     p.add_argument("--data-dir", type=Path, default=None, help="for a sqlite queue")
-    p.add_argument("--metrics-port", type=int, default=9100,
-                   help="Prometheus metrics on this port (0: none)")  # fmt: skip
-    p.add_argument("--metrics-host", default="0.0.0.0")
+    p.add_argument(
+        "--metrics-port", type=int, default=9100, help="Prometheus metrics on this port (0: none)"
+    )
+    p.add_argument(
+        "--metrics-host", default="127.0.0.1", help="default 127.0.0.1 (0.0.0.0: all interfaces)"
+    )
     p.set_defaults(run=run)
 
 
@@ -36,11 +40,18 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from models.checkpoint import CheckpointError
+    from service.runtime import QueueNotDurable
     from service.settings import Settings
 
-    overrides = {"queue_url": args.queue, "checkpoint": args.checkpoint, "device": args.device,
-                 "max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms,
-                 "lease_seconds": args.lease_seconds, "data_dir": args.data_dir}  # fmt: skip
+    overrides = {
+        "queue_url": args.queue,
+        "checkpoint": args.checkpoint,
+        "device": args.device,
+        "max_batch_size": args.max_batch_size,
+        "max_wait_ms": args.max_wait_ms,
+        "lease_seconds": args.lease_seconds,
+        "data_dir": args.data_dir,
+    }
     try:
         settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as err:
@@ -50,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         asyncio.run(_work(settings, args.metrics_host, args.metrics_port))
-    except CheckpointError as err:
+    except (CheckpointError, QueueNotDurable) as err:
         raise CliError(str(err)) from None
     return 0
 
@@ -62,23 +73,17 @@ async def _work(settings, metrics_host: str, metrics_port: int) -> None:
 
     from prometheus_client import start_http_server
 
-    from models.checkpoint import default_checkpoint_dir
-    from service.engine import Engine
     from service.metrics import Metrics
-    from service.queue import open_queue
-    from service.scheduler import Scheduler
+    from service.runtime import load_engine, make_scheduler, open_checked_queue
 
     log = logging.getLogger("magvit.worker")
-    engine = await asyncio.to_thread(Engine.load, settings.checkpoint or default_checkpoint_dir(),
-                                     settings.device)  # fmt: skip
-    if settings.warmup:
-        await asyncio.to_thread(engine.warmup)
-    queue = open_queue(settings.queue_url, settings.data_dir, settings.job_max_attempts,
-                       settings.result_ttl_s)  # fmt: skip
+    engine = await load_engine(settings)
+    queue = open_checked_queue(settings)
     metrics = Metrics()
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
-    scheduler = Scheduler(queue, engine, settings, metrics)
+    scheduler = make_scheduler(queue, settings, metrics)
+    scheduler.engine = engine
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,8 +19,25 @@ import numpy as np
 
 from media.errors import DecodeTimeout, NotAVideo, VideoTooLarge
 
-# Demuxers that read still images: a PNG or JPEG renamed .mp4 is not a video.
-_IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe", "tiff_pipe")
+# The only demuxers a video is opened with, chosen from its first bytes. FFmpeg's probing would
+# also pick demuxers that read other files (concat, hls, dash, image2 sequences, subtitles with
+# references): never let the bytes choose.
+ALLOWED_DEMUXERS = ("mov", "matroska", "gif", "avi")
+_BOX_TYPES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+
+
+def sniff_container(head: bytes) -> str:
+    """The demuxer for a file starting with `head` (at least 12 bytes), from the allowlist; a
+    NotAVideo for anything else."""
+    if head[4:8] in _BOX_TYPES:
+        return "mov"  # MP4, MOV, 3GP: ISO base media boxes
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"  # Matroska and WebM: EBML
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    raise NotAVideo("not a supported video container (mp4, mov, webm, mkv, gif or avi)")
 
 
 @dataclass(frozen=True)
@@ -41,23 +58,28 @@ class DecodedVideo:
     duration_s: float | None
 
 
-def _open_source(source: bytes | str | Path | BinaryIO, limits: DecodeLimits):
+def _open_source(
+    source: bytes | str | Path | BinaryIO, limits: DecodeLimits
+) -> tuple[BinaryIO, str]:
+    """A binary handle on the source and the demuxer its first bytes call for. Paths are read
+    as plain files (never through FFmpeg's protocols)."""
+    handle: BinaryIO
     if isinstance(source, bytes | bytearray | memoryview):
-        size = len(source)
-        handle: BinaryIO | str = io.BytesIO(bytes(source))
+        handle = io.BytesIO(bytes(source))
     elif isinstance(source, str | Path):
-        size = Path(source).stat().st_size
-        handle = str(source)
+        handle = open(source, "rb")  # noqa: SIM115 - closed by the caller
     else:
-        pos = source.tell()
-        size = source.seek(0, io.SEEK_END) - pos
-        source.seek(pos)
         handle = source
+    pos = handle.tell()
+    size = handle.seek(0, io.SEEK_END) - pos
+    handle.seek(pos)
     if size == 0:
         raise NotAVideo("the file is empty")
     if size > limits.max_bytes:
         raise VideoTooLarge(f"the file is {size} bytes; the limit is {limits.max_bytes}")
-    return handle
+    head = handle.read(16)
+    handle.seek(pos)
+    return handle, sniff_container(head)
 
 
 def decode_video(
@@ -66,16 +88,24 @@ def decode_video(
     max_frames: int | None = None,
 ) -> DecodedVideo:
     """Decode the first `max_frames` frames (default: the limit) of a video."""
-    handle = _open_source(source, limits)
+    handle, demuxer = _open_source(source, limits)
+    try:
+        return _decode(handle, demuxer, limits, max_frames)
+    finally:
+        if handle is not source:
+            handle.close()
+
+
+def _decode(
+    handle: BinaryIO, demuxer: str, limits: DecodeLimits, max_frames: int | None
+) -> DecodedVideo:
     want = min(max_frames or limits.max_frames, limits.max_frames)
     start = time.monotonic()
     try:
-        container = av.open(handle, mode="r", timeout=limits.timeout_s)
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
-        raise NotAVideo(f"not a decodable video ({type(err).__name__})") from None
+        container = av.open(handle, mode="r", format=demuxer, timeout=limits.timeout_s)
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError):
+        raise NotAVideo("the video data is not decodable") from None
     with container:
-        if container.format.name in _IMAGE_FORMATS:
-            raise NotAVideo("the file is a still image, not a video")
         if not container.streams.video:
             raise NotAVideo("the file has no video stream")
         stream = container.streams.video[0]

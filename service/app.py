@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+import uvicorn
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -17,9 +17,11 @@ from fastapi.staticfiles import StaticFiles
 from models.checkpoint import default_checkpoint_dir, read_config
 from models.config import ModelConfig
 from service import errors, routes
-from service.errors import ApiError, error_response
+from service.http_protocol import with_header_timeout
 from service.metrics import Metrics
-from service.queue import JobQueue, open_queue
+from service.middleware import ApiKeys, BodyLimit, SecurityHeaders
+from service.queue import JobQueue
+from service.runtime import load_engine, make_scheduler, open_checked_queue
 from service.scheduler import Scheduler
 from service.settings import Settings
 
@@ -32,63 +34,11 @@ class AppState:
     settings: Settings
     config: ModelConfig
     queue: JobQueue
-    scheduler: Scheduler
+    scheduler: Scheduler | None  # made at start-up
     metrics: Metrics
     ready: bool = False
     not_ready_reason: str | None = "loading the model"
-
-
-class BodyLimit:
-    """Refuses request bodies over `limit` bytes while they stream in (413), whatever the
-    Content-Length header claims."""
-
-    def __init__(self, app, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(scope, receive, send)
-        seen = 0
-        exceeded = False
-        replaced = False
-
-        async def limited_receive():
-            nonlocal seen, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    exceeded = True
-                    raise _TooLarge
-            return message
-
-        async def guarded_send(message):
-            # Frameworks turn a failed body read into their own 4xx; answer 413 instead.
-            nonlocal replaced
-            if exceeded:
-                if not replaced:
-                    replaced = True
-                    await self._refuse(scope, receive, send)
-                return
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except _TooLarge:
-            if not replaced:
-                await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope, receive, send):
-        response = error_response(413, f"the request body is larger than {self.limit} bytes")
-        await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
+    load_failed: bool = False  # the model did not load: refuse work at once
 
 
 def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
@@ -98,38 +48,35 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     checkpoint = settings.checkpoint or default_checkpoint_dir()
     config = engine.config if engine is not None else read_config(checkpoint)[0]
     metrics = Metrics()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    queue = open_queue(settings.queue_url, settings.data_dir, settings.job_max_attempts,
-                       settings.result_ttl_s)  # fmt: skip
+    queue = open_checked_queue(settings)  # a SQLite queue makes its data directory
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         nonlocal engine
         st: AppState = app.state.magvit
-        st.scheduler = Scheduler(queue, None, settings, metrics)
-        loader = asyncio.create_task(_load(st))
+        scheduler = st.scheduler = make_scheduler(queue, settings, metrics)
+        loader = asyncio.create_task(_load(st, scheduler))
         try:
             yield
         finally:
             loader.cancel()
-            await st.scheduler.stop()
+            await scheduler.stop()
             queue.close()
 
-    async def _load(st: AppState) -> None:
+    async def _load(st: AppState, scheduler: Scheduler) -> None:
         nonlocal engine
         try:
             if engine is None and settings.workers > 0:
-                from service.engine import Engine
-
-                engine = await asyncio.to_thread(Engine.load, checkpoint, settings.device)
-            if engine is not None and settings.warmup:
+                engine = await load_engine(settings)
+            elif engine is not None and settings.warmup:
                 await asyncio.to_thread(engine.warmup)
         except Exception as err:  # the process stays up and says why it is not ready
-            log.exception("could not load the model")
-            st.not_ready_reason = f"model failed to load: {err}"
+            log.error("could not load the model: %s", err, exc_info=True)
+            st.not_ready_reason = "the model failed to load (see the server log)"
+            st.load_failed = True
             return
-        st.scheduler.engine = engine
-        st.scheduler.start()
+        scheduler.engine = engine
+        scheduler.start()
         st.ready, st.not_ready_reason = True, None
         log.info("ready")
 
@@ -141,20 +88,8 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     )
     app.state.magvit = AppState(settings, config, queue, None, metrics)  # scheduler at start-up
 
-    async def auth(request: Request) -> None:
-        if not settings.api_keys:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        ok = scheme.lower() == "bearer" and any(
-            hmac.compare_digest(token.encode(), key.encode()) for key in settings.api_keys
-        )
-        if not ok:
-            raise ApiError(401, "a valid API key is required (Authorization: Bearer <key>)",
-                           headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-
     errors.install(app)
-    routes.install(app, auth, settings.auth_health)
+    routes.install(app, settings.max_steps)
     # The playground: static files shipped in the package; the page asks for a key itself.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -162,6 +97,11 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     async def playground():
         return FileResponse(STATIC / "index.html")
 
+    # Outermost last: body bounds, then keys (before any body is read), CORS, headers.
+    app.add_middleware(
+        BodyLimit, limit=settings.max_upload_bytes + 64 * 1024, timeout_s=settings.body_timeout_s
+    )
+    app.add_middleware(ApiKeys, keys=settings.api_keys, health=settings.auth_health)
     if settings.cors_origins:
         headers = ["Authorization", "Content-Type", "Idempotency-Key"]
         app.add_middleware(
@@ -170,6 +110,36 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=headers,
         )
-    # Multipart overhead on top of the largest accepted video.
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)
+    app.add_middleware(SecurityHeaders)
     return app
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn that, on SIGTERM or SIGINT, first tells the app to stop taking work: /readyz
+    answers 503, nothing new is claimed, waiting synchronous requests answer 503 at once. Its
+    graceful shutdown and the drain share one drain timeout."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.state: AppState = app.state.magvit
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.state.scheduler is not None:
+            self.state.scheduler.begin_stop()
+        super().handle_exit(sig, frame)
+
+
+def server_config(app: FastAPI, settings: Settings, log_level: str = "info") -> uvicorn.Config:
+    """uvicorn for the app: its header deadline, and a graceful shutdown within the drain."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        http=with_header_timeout(settings.header_timeout_s),
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+    )
+
+
+def serve(app: FastAPI, settings: Settings, log_level: str = "info") -> None:
+    GracefulServer(server_config(app, settings, log_level), app).run()

@@ -49,11 +49,19 @@ class Engine:
 
     def warmup(self) -> None:
         """One short generation, so the first request does not pay for lazy initialisation."""
-        self.run([EngineRequest("cg" if "cg" in self.config.tasks else self.config.tasks[0],
-                                None if "cg" in self.config.tasks else
-                                np.zeros((self.config.num_frames, *self.config.frame_size, 3),
-                                         np.uint8), 0, 0)],
-                 DecodeOptions(steps=1))  # fmt: skip
+        self.run(
+            [
+                EngineRequest(
+                    "cg" if "cg" in self.config.tasks else self.config.tasks[0],
+                    None
+                    if "cg" in self.config.tasks
+                    else np.zeros((self.config.num_frames, *self.config.frame_size, 3), np.uint8),
+                    0,
+                    0,
+                )
+            ],
+            DecodeOptions(steps=1),
+        )
 
     def run(
         self,
@@ -68,7 +76,11 @@ class Engine:
         with self._lock, torch.inference_mode():
             videos = None
             if pipe.task(task).needs_video:
-                videos = torch.stack([pipe.prepare_video(r.frames, task) for r in requests])
+                if any(r.frames is None for r in requests):
+                    raise InvalidInput(f"task {task!r} needs a video")
+                videos = torch.stack(
+                    [pipe.prepare_video(r.frames, task) for r in requests if r.frames is not None]
+                )
 
             def progress(info: StepInfo) -> None:
                 previews = None
@@ -78,8 +90,14 @@ class Engine:
                 if on_step is not None and on_step(info.step, info.num_steps, previews) is False:
                     raise Cancelled
 
-            out = pipe.generate(task, videos, [r.class_id for r in requests],
-                                [r.seed for r in requests], options, progress)  # fmt: skip
+            out = pipe.generate(
+                task,
+                videos,
+                [r.class_id for r in requests],
+                [r.seed for r in requests],
+                options,
+                progress,
+            )
         return list(pipe.video_to_uint8(out))
 
 

@@ -11,30 +11,49 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("magvit_requests_total", "HTTP requests by task and status code",
-                                ["task", "status"], registry=r)  # fmt: skip
-        self.jobs = Counter("magvit_jobs_total", "Jobs that reached a final status", ["status"],
-                            registry=r)  # fmt: skip
+        self.requests = Counter(
+            "magvit_requests_total",
+            "HTTP requests by task and status code",
+            ["task", "status"],
+            registry=r,
+        )
+        self.jobs = Counter(
+            "magvit_jobs_total", "Jobs that reached a final status", ["status"], registry=r
+        )
         self.queue_depth = Gauge("magvit_queue_depth", "Jobs waiting in the queue", registry=r)
-        self.queue_pending = Gauge("magvit_queue_pending", "Jobs claimed by a worker, unfinished",
-                                   registry=r)  # fmt: skip
-        self.queue_lag = Gauge("magvit_queue_lag", "Entries no worker has read yet (consumer-group"
-                               " lag)", registry=r)  # fmt: skip
-        self.queue_redeliveries = Gauge("magvit_queue_redeliveries", "Deliveries taken over from"
-                                        " a worker that stopped", registry=r)  # fmt: skip
-        self.queue_dead_letters = Gauge("magvit_queue_dead_letters", "Jobs given up after too"
-                                        " many deliveries", registry=r)  # fmt: skip
-        self.queue_wait = Histogram("magvit_queue_wait_seconds", "Time from enqueue to start",
-                                    buckets=_LATENCY, registry=r)  # fmt: skip
-        self.inference = Histogram("magvit_inference_seconds", "Model time per batch",
-                                   buckets=_LATENCY, registry=r)  # fmt: skip
+        self.queue_pending = Gauge(
+            "magvit_queue_pending", "Jobs claimed by a worker, unfinished", registry=r
+        )
+        self.queue_lag = Gauge(
+            "magvit_queue_lag", "Entries no worker has read yet (consumer-group lag)", registry=r
+        )
+        self.queue_redeliveries = Gauge(
+            "magvit_queue_redeliveries",
+            "Deliveries taken over from a worker that stopped",
+            registry=r,
+        )
+        self.queue_dead_letters = Gauge(
+            "magvit_queue_dead_letters", "Jobs given up after too many deliveries", registry=r
+        )
+        self.queue_wait = Histogram(
+            "magvit_queue_wait_seconds", "Time from enqueue to start", buckets=_LATENCY, registry=r
+        )
+        self.inference = Histogram(
+            "magvit_inference_seconds", "Model time per batch", buckets=_LATENCY, registry=r
+        )
         sizes = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
-        self.batch_size = Histogram("magvit_batch_size", "Requests per model batch",
-                                    buckets=sizes, registry=r)  # fmt: skip
-        self.decode = Histogram("magvit_video_decode_seconds", "Decoding an uploaded video",
-                                buckets=_LATENCY, registry=r)  # fmt: skip
-        self.encode = Histogram("magvit_video_encode_seconds", "Encoding a result video",
-                                buckets=_LATENCY, registry=r)  # fmt: skip
+        self.batch_size = Histogram(
+            "magvit_batch_size", "Requests per model batch", buckets=sizes, registry=r
+        )
+        self.decode = Histogram(
+            "magvit_video_decode_seconds",
+            "Decoding an uploaded video",
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.encode = Histogram(
+            "magvit_video_encode_seconds", "Encoding a result video", buckets=_LATENCY, registry=r
+        )
 
     def observe_queue(self, stats: dict[str, int]) -> None:
         """Set the queue gauges from a backend's `stats()`."""

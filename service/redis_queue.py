@@ -20,7 +20,7 @@ is created again.
 
 from __future__ import annotations
 
-import json
+import functools
 import threading
 import time
 import uuid
@@ -33,9 +33,12 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from service.queue import Job, QueueFull, worker_name
+from service.jobs import STATUSES, ErrorType, Job, JobSpec, scoped_key
+from service.queue import IdempotencyConflict, QueueFull, QueueUnavailable, worker_name
 
 GROUP = "workers"
+SOCKET_TIMEOUT_S = 2.0
+MAX_BLOCK_S = 1.0  # XREADGROUP BLOCK at most, well inside the socket timeout
 
 # KEYS: job hash, queued set. ARGV: max attempts, worker, stream entry id, now, job id.
 # Returns the new attempt count, -1 if the job is no longer wanted, -2 if it is used up.
@@ -51,13 +54,14 @@ return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """
 
 # KEYS: job hash, queued set, input, preview, result. ARGV: new status, now, error, format,
-# time-to-live, job id, allowed old statuses (space separated). Returns the old status.
+# time-to-live, job id, allowed old statuses (space separated), error type. Returns the old
+# status.
 _FINISH = """
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return false end
 if string.find(' ' .. ARGV[7] .. ' ', ' ' .. s .. ' ', 1, true) then
   redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2], 'error', ARGV[3],
-             'result_format', ARGV[4])
+             'result_format', ARGV[4], 'error_type', ARGV[8])
   if ARGV[1] == 'completed' then redis.call('HSET', KEYS[1], 'progress', '100') end
   redis.call('ZREM', KEYS[2], ARGV[6])
   redis.call('DEL', KEYS[3], KEYS[4])
@@ -80,13 +84,25 @@ return 1
 class RedisQueue:
     blocking = True
 
-    def __init__(self, url: str, max_attempts: int = 3, result_ttl_s: float = 86_400.0,
-                 consumer: str | None = None, prefix: str = "magvit") -> None:  # fmt: skip
-        retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=30)
+    def __init__(
+        self,
+        url: str,
+        max_attempts: int = 3,
+        result_ttl_s: float = 86_400.0,
+        consumer: str | None = None,
+        prefix: str = "magvit",
+    ) -> None:
+        # Bounded: a call gives up within about 2 s of Redis going away (QueueUnavailable), so
+        # callers can answer 503 and try again later; blocking reads wait at most 1 s.
+        retry = Retry(ExponentialBackoff(cap=0.25, base=0.05), retries=2)
         self.r = redis.Redis.from_url(
-            url, retry=retry, retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            socket_connect_timeout=2, socket_timeout=15, health_check_interval=10,
-        )  # fmt: skip
+            url,
+            retry=retry,
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_connect_timeout=0.5,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            health_check_interval=10,
+        )
         self.max_attempts = max_attempts
         self.ttl = max(1, int(result_ttl_s))
         self.worker = consumer or worker_name()
@@ -124,45 +140,74 @@ class RedisQueue:
             return d.get(name) or None
 
         return Job(
-            id=d["id"], task=d["task"], params=json.loads(d["params"]),
-            batch_key=d["batch_key"], status=d["status"], progress=float(d.get("progress", 0)),
-            attempts=int(d.get("attempts", 0)), created_at=float(d["created_at"]),
+            id=d["id"],
+            spec=JobSpec.from_json(d["params"], task=d.get("task")),
+            status=d["status"],
+            progress=float(d.get("progress", 0)),
+            attempts=int(d.get("attempts", 0)),
+            created_at=float(d["created_at"]),
             started_at=float(d["started_at"]) if opt("started_at") else None,
             finished_at=float(d["finished_at"]) if opt("finished_at") else None,
-            error=opt("error"), result_format=opt("result_format"),
-            idempotency_key=opt("idempotency_key"), step=int(d.get("step", 0)),
-            num_steps=int(d.get("num_steps", 0)), worker=opt("worker"),
-        )  # fmt: skip
+            error=opt("error"),
+            error_type=ErrorType(d["error_type"]) if opt("error_type") else None,
+            result_format=opt("result_format"),
+            idempotency_key=opt("idempotency_key"),
+            step=int(d.get("step", 0)),
+            num_steps=int(d.get("num_steps", 0)),
+            worker=opt("worker"),
+        )
 
     def get(self, job_id: str) -> Job | None:
         return self._job(self.r.hgetall(self._k("job", job_id)))
 
-    def find(self, idempotency_key: str) -> Job | None:
-        job_id = self.r.get(self._k("idem", idempotency_key))
+    def find(self, owner: str, idempotency_key: str) -> Job | None:
+        job_id = self.r.get(self._k("idem", scoped_key(owner, idempotency_key)))
         return self.get(job_id.decode()) if job_id else None
 
-    def enqueue(self, task, params, batch_key, idempotency_key=None, max_depth=1 << 30,
-                job_id=None):  # fmt: skip
+    def enqueue(
+        self,
+        spec: JobSpec,
+        idempotency_key: str | None = None,
+        max_depth: int = 1 << 30,
+        job_id: str | None = None,
+    ) -> tuple[Job, bool]:
         """Returns (job, created): an existing job for a known idempotency key."""
-        if idempotency_key and (existing := self.find(idempotency_key)):
-            return existing, False
+        if idempotency_key and (existing := self.find(spec.owner, idempotency_key)):
+            return self._same_request(existing, spec), False
         if self.r.zcard(self.queued) >= max_depth:
             raise QueueFull
-        job = Job(job_id or uuid.uuid4().hex, task, params, batch_key,
-                  idempotency_key=idempotency_key)  # fmt: skip
-        if idempotency_key and not self.r.set(self._k("idem", idempotency_key), job.id, nx=True,
-                                              ex=self.ttl):  # fmt: skip
-            return self.find(idempotency_key) or job, False  # another replica won the race
-        fields = {"id": job.id, "task": task, "params": json.dumps(params),
-                  "batch_key": batch_key, "status": "queued", "progress": 0, "attempts": 0,
-                  "step": 0, "num_steps": 0, "created_at": repr(job.created_at),
-                  "idempotency_key": idempotency_key or ""}  # fmt: skip
+        job = Job(job_id or uuid.uuid4().hex, spec, idempotency_key=idempotency_key)
+        if idempotency_key and not self.r.set(
+            self._k("idem", scoped_key(spec.owner, idempotency_key)), job.id, nx=True, ex=self.ttl
+        ):  # another replica won the race
+            existing = self.find(spec.owner, idempotency_key)
+            return (self._same_request(existing, spec) if existing else job), False
+        fields = {
+            "id": job.id,
+            "task": spec.task,
+            "params": spec.to_json(),
+            "batch_key": spec.batch_key,
+            "owner": spec.owner,
+            "status": "queued",
+            "progress": 0,
+            "attempts": 0,
+            "step": 0,
+            "num_steps": 0,
+            "created_at": repr(job.created_at),
+            "idempotency_key": idempotency_key or "",
+        }
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(self._k("job", job.id), mapping=fields)
             pipe.zadd(self.queued, {job.id: job.created_at})
             pipe.xadd(self.stream, {"id": job.id})
             pipe.execute()
         return job, True
+
+    @staticmethod
+    def _same_request(existing: Job, spec: JobSpec) -> Job:
+        if existing.spec.fingerprint != spec.fingerprint:
+            raise IdempotencyConflict
+        return existing
 
     # ---------------------------------------------------------------------------- claims
     def claim_batch(self, max_batch, max_wait_s, lease_s, block_s=0.5):
@@ -198,9 +243,11 @@ class RedisQueue:
         self._buffer.extend(jobs)
 
     def _read(self, count: int, block_ms: int) -> list[tuple[bytes, dict]]:
+        block_ms = min(block_ms, int(MAX_BLOCK_S * 1000))
         try:
-            resp = self.r.xreadgroup(GROUP, self.worker, {self.stream: ">"}, count=count,
-                                     block=block_ms)  # fmt: skip
+            resp = self.r.xreadgroup(
+                GROUP, self.worker, {self.stream: ">"}, count=count, block=block_ms
+            )
         except ResponseError as err:
             if "NOGROUP" not in str(err):
                 raise
@@ -210,9 +257,14 @@ class RedisQueue:
 
     def _autoclaim(self, lease_s: float, count: int) -> list[tuple[bytes, dict]]:
         try:
-            resp = self.r.xautoclaim(self.stream, GROUP, self.worker,
-                                     min_idle_time=int(lease_s * 1000), start_id="0-0",
-                                     count=count)  # fmt: skip
+            resp = self.r.xautoclaim(
+                self.stream,
+                GROUP,
+                self.worker,
+                min_idle_time=int(lease_s * 1000),
+                start_id="0-0",
+                count=count,
+            )
         except ResponseError as err:
             if "NOGROUP" not in str(err):
                 raise
@@ -229,8 +281,9 @@ class RedisQueue:
             job_id = fields[b"id"].decode()
             msg = mid.decode()
             keys = [self._k("job", job_id), self.queued]
-            attempts = self._claim(keys=keys, args=[self.max_attempts, self.worker, msg,
-                                                     repr(time.time()), job_id])  # fmt: skip
+            attempts = self._claim(
+                keys=keys, args=[self.max_attempts, self.worker, msg, repr(time.time()), job_id]
+            )
             if attempts == -1:  # cancelled, expired or already finished
                 self._ack(msg)
             elif attempts == -2:
@@ -250,9 +303,18 @@ class RedisQueue:
         job = self.get(job_id)
         attempts = job.attempts if job else self.max_attempts
         reason = f"gave up after {attempts} attempts (dead-lettered)"
-        self.r.xadd(self.dead, {"id": job_id, "task": job.task if job else "", "reason": reason,
-                                "last_worker": (job.worker or "") if job else ""})  # fmt: skip
-        self._set_final(job_id, "failed", error=reason, allowed="queued in_progress")
+        self.r.xadd(
+            self.dead,
+            {
+                "id": job_id,
+                "task": job.task if job else "",
+                "reason": reason,
+                "last_worker": (job.worker or "") if job else "",
+            },
+        )
+        self._set_final(
+            job_id, "failed", reason, ErrorType.DEAD_LETTER, allowed="queued in_progress"
+        )
         self._ack(msg)
 
     def renew(self, job_ids, lease_s):
@@ -265,18 +327,38 @@ class RedisQueue:
             if msg:
                 msgs.append(msg)
         if msgs:
-            self.r.xclaim(self.stream, GROUP, self.worker, min_idle_time=0, message_ids=msgs,
-                          justid=True)  # fmt: skip
+            self.r.xclaim(
+                self.stream, GROUP, self.worker, min_idle_time=0, message_ids=msgs, justid=True
+            )
 
     # --------------------------------------------------------------------------- finishing
-    def _set_final(self, job_id: str, status: str, error: str | None = None,
-                   result_format: str | None = None,
-                   allowed: str = "in_progress") -> str | None:  # fmt: skip
-        keys = [self._k("job", job_id), self.queued, self._k("input", job_id),
-                self._k("preview", job_id), self._k("result", job_id)]  # fmt: skip
-        old = self._finish_script(keys=keys, args=[status, repr(time.time()), error or "",
-                                                   result_format or "", self.ttl, job_id,
-                                                   allowed])  # fmt: skip
+    def _set_final(
+        self,
+        job_id: str,
+        status: str,
+        error: str | None = None,
+        error_type: ErrorType | None = None,
+        result_format: str | None = None,
+        allowed: str = "in_progress",
+    ) -> str | None:
+        keys = [
+            self._k("job", job_id),
+            self.queued,
+            self._k("input", job_id),
+            self._k("preview", job_id),
+            self._k("result", job_id),
+        ]
+        args = [
+            status,
+            repr(time.time()),
+            error or "",
+            result_format or "",
+            self.ttl,
+            job_id,
+            allowed,
+            error_type.value if error_type else "",
+        ]
+        old = self._finish_script(keys=keys, args=args)
         return old.decode() if old else None
 
     def _finish(self, job_id: str, status: str, **kwargs) -> None:
@@ -287,8 +369,8 @@ class RedisQueue:
     def complete(self, job_id, result_format):
         self._finish(job_id, "completed", result_format=result_format)
 
-    def fail(self, job_id, error):
-        self._finish(job_id, "failed", error=error)
+    def fail(self, job_id, error, error_type=ErrorType.INTERNAL):
+        self._finish(job_id, "failed", error=error, error_type=error_type)
 
     def release(self, job_ids):
         """Give claimed jobs back (shutdown): queued again at once, the attempt not counted."""
@@ -301,15 +383,20 @@ class RedisQueue:
                 self._ack(msg.decode() if msg else None)
                 self.r.xadd(self.stream, {"id": job_id})
 
-    def cancel(self, job_id):
-        self._set_final(job_id, "cancelled", allowed="queued in_progress")
+    def cancel(self, job_id, error_type=ErrorType.CANCELLED):
+        self._set_final(job_id, "cancelled", error_type=error_type, allowed="queued in_progress")
         return self.get(job_id)
 
     # ------------------------------------------------------------------------------- data
     def set_progress(self, job_id, step, num_steps):
-        self.r.hset(self._k("job", job_id), mapping={
-            "progress": round(100 * step / max(num_steps, 1), 1), "step": step,
-            "num_steps": num_steps})  # fmt: skip
+        self.r.hset(
+            self._k("job", job_id),
+            mapping={
+                "progress": round(100 * step / max(num_steps, 1), 1),
+                "step": step,
+                "num_steps": num_steps,
+            },
+        )
 
     def set_preview(self, job_id, png):
         self.r.set(self._k("preview", job_id), png, ex=self.ttl)
@@ -336,6 +423,27 @@ class RedisQueue:
     def depth(self):
         return int(self.r.zcard(self.queued))
 
+    def durability_problem(self) -> str | None:
+        """Why queued jobs would not survive a restart of this Redis (no AOF and no RDB
+        snapshots), or None. Servers that refuse CONFIG (managed Redis) are trusted."""
+        try:
+            raw = self.r.config_get("appendonly") | self.r.config_get("save")
+        except ResponseError:
+            return None
+        config = {_text(k): _text(v) for k, v in raw.items()}
+        if config.get("appendonly", "").lower() == "yes" or config.get("save"):
+            return None
+        return "Redis has no persistence (appendonly no, save ''): a restart loses every queued job"
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by status, of those Redis still holds (finished ones expire)."""
+        out = dict.fromkeys(STATUSES, 0)
+        for key in self.r.scan_iter(match=f"{self.p}:job:*", count=500):
+            status = self.r.hget(key, "status")
+            if status and status.decode() in out:
+                out[status.decode()] += 1
+        return out
+
     def expire(self, before):
         return []  # Redis expires finished jobs, results and keys itself (time-to-live)
 
@@ -357,3 +465,46 @@ class RedisQueue:
         """The latest dead-lettered jobs, newest first."""
         rows = self.r.xrevrange(self.dead, count=count)
         return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in rows]
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
+
+
+def _typed_outage(method):
+    """Redis connection failures (after the bounded retries) as QueueUnavailable."""
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError) as err:
+            raise QueueUnavailable("the job queue is unreachable") from err
+
+    return call
+
+
+for _name in (
+    "enqueue",
+    "get",
+    "find",
+    "claim_batch",
+    "renew",
+    "set_progress",
+    "set_preview",
+    "get_preview",
+    "put_input",
+    "get_input",
+    "delete_input",
+    "put_result",
+    "get_result",
+    "complete",
+    "fail",
+    "release",
+    "cancel",
+    "depth",
+    "counts",
+    "stats",
+    "dead_letters",
+):
+    setattr(RedisQueue, _name, _typed_outage(getattr(RedisQueue, _name)))

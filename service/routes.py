@@ -1,13 +1,19 @@
-"""HTTP routes: validate, enqueue, wait or answer, map errors. No model code here."""
+"""HTTP routes: validate, enqueue, wait or answer, map errors. No model code here.
 
-from __future__ import annotations
+No `from __future__ import annotations`: FastAPI reads the annotations of routes built inside
+functions (their bounds come from the settings), which closures only resolve when evaluated.
+"""
 
 import asyncio
 import base64
 import contextlib
+import dataclasses
+import hashlib
 import json
+import re
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Request, UploadFile
@@ -17,91 +23,184 @@ from starlette.concurrency import run_in_threadpool
 
 from media import FORMATS, DecodeLimits, DecodeTimeout, MediaError, VideoTooLarge, decode_video
 from media.npz import write_npz
-from models.tasks import TASK_CODES, TASKS
-from service.errors import ApiError
-from service.queue import Job, QueueFull, batch_key
-from service.schemas import GenerationParams, JobOut, TaskList
+from models.decoding import DecodeOptions
+from models.tasks import TASK_CODES, TASKS, Task
+from service.errors import ERROR_RESPONSES, ApiError
+from service.jobs import ANONYMOUS, ErrorType, Job, JobSpec
+from service.queue import IdempotencyConflict, QueueFull, QueueUnavailable
+from service.schemas import JobOut, TaskList
+from service.validation import InvalidRequest, check_fields, check_frames
 
 FORMAT_PATTERN = "^(" + "|".join(FORMATS) + ")$"
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
+# How a failed job's error type answers a synchronous request.
+STATUS_FOR_ERROR = {
+    ErrorType.INVALID_INPUT: 422,
+    ErrorType.INTERNAL: 503,
+    ErrorType.DEAD_LETTER: 503,
+    ErrorType.TIMEOUT: 503,
+    ErrorType.CANCELLED: 409,
+}
+RETRY = {"Retry-After": "5"}
+Responses = dict[int | str, dict[str, Any]]  # FastAPI's `responses=`
 
 
 def state(request: Request):
     return request.app.state.magvit
 
 
+def owner(request: Request) -> str:
+    """The key id of the caller's API key (set by the authentication middleware)."""
+    return getattr(request.state, "owner", ANONYMOUS)
+
+
+async def _q(fn, *args):
+    """A queue call, off the event loop; an unreachable queue answers 503."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except QueueUnavailable:
+        raise ApiError(503, "the job queue is unavailable; retry later", headers=RETRY) from None
+
+
 # -------------------------------------------------------------------------- form fields
-def generation_params(
-    request: Request,
-    seed: Annotated[int | None, Form(ge=0, le=2**31 - 1, description="random seed")] = None,
-    steps: Annotated[int, Form(ge=1, le=256, description="decoding steps")] = 12,
-    temperature: Annotated[float, Form(ge=0, le=10)] = 1.0,
-    choice_temperature: Annotated[float, Form(ge=0, le=1000)] = 4.5,
-    guidance_scale: Annotated[float, Form(ge=0, le=50)] = 0.0,
-    class_id: Annotated[int | None, Form(ge=0, description="class (cg, cfp)")] = None,
-    format: Annotated[str, Form(pattern=FORMAT_PATTERN)] = "mp4",
-) -> GenerationParams:
-    s = state(request).settings
-    if steps > s.max_steps:
-        raise ApiError(422, f"steps must be at most {s.max_steps}")
-    return GenerationParams(
-        seed=seed if seed is not None else uuid.uuid4().int % 2**31, steps=steps,
-        temperature=temperature, choice_temperature=choice_temperature,
-        guidance_scale=guidance_scale, class_id=class_id, format=format,
-    )  # fmt: skip
+@dataclass(frozen=True)
+class GenerationForm:
+    """The generation fields of a request, as the client sent them (seed may be absent)."""
+
+    seed: int | None
+    class_id: int | None
+    format: str
+    options: DecodeOptions
+
+    def digest(self, task: Task, preview: bool, upload: bytes | None) -> str:
+        """What makes two requests the same request (for idempotency keys)."""
+        h = hashlib.sha256()
+        fields = [task.code, self.seed, self.class_id, self.format, preview]
+        h.update(json.dumps(fields + [dataclasses.asdict(self.options)], sort_keys=True).encode())
+        h.update(hashlib.sha256(upload).digest() if upload is not None else b"-")
+        return h.hexdigest()
+
+
+def generation_form(max_steps: int, with_class: bool = True):
+    """The form dependency, with `steps` bounded by the server's maximum (also in OpenAPI);
+    `class_id` and `guidance_scale` only where the task takes a class."""
+    default_steps = min(12, max_steps)
+
+    def with_classes(
+        seed: Annotated[int | None, Form(ge=0, le=2**31 - 1, description="random seed")] = None,
+        steps: Annotated[int, Form(ge=1, le=max_steps, description="decoding steps")] = (
+            default_steps
+        ),
+        temperature: Annotated[float, Form(ge=0, le=10)] = 1.0,
+        choice_temperature: Annotated[float, Form(ge=0, le=1000)] = 4.5,
+        guidance_scale: Annotated[float, Form(ge=0, le=50)] = 0.0,
+        class_id: Annotated[int | None, Form(ge=0, description="class (cg, cfp)")] = None,
+        format: Annotated[str, Form(pattern=FORMAT_PATTERN)] = "mp4",
+    ) -> GenerationForm:
+        options = DecodeOptions(
+            steps=steps,
+            temperature=temperature,
+            choice_temperature=choice_temperature,
+            guidance_scale=guidance_scale,
+        )
+        return GenerationForm(seed, class_id, format, options)
+
+    def without_classes(
+        seed: Annotated[int | None, Form(ge=0, le=2**31 - 1, description="random seed")] = None,
+        steps: Annotated[int, Form(ge=1, le=max_steps, description="decoding steps")] = (
+            default_steps
+        ),
+        temperature: Annotated[float, Form(ge=0, le=10)] = 1.0,
+        choice_temperature: Annotated[float, Form(ge=0, le=1000)] = 4.5,
+        format: Annotated[str, Form(pattern=FORMAT_PATTERN)] = "mp4",
+    ) -> GenerationForm:
+        return with_classes(seed, steps, temperature, choice_temperature, 0.0, None, format)
+
+    return with_classes if with_class else without_classes
+
+
+def _refuse_if_unavailable(st) -> None:
+    if st.load_failed:
+        raise ApiError(503, "the model failed to load; this server takes no work", headers=RETRY)
+    if st.scheduler is not None and st.scheduler.stopping:
+        raise ApiError(503, "the server is shutting down; retry later", headers=RETRY)
 
 
 async def _submit(
-    request: Request, code: str, params: GenerationParams, video: UploadFile | None,
-    idempotency_key: str | None, preview: bool = False,
-) -> tuple[Job, bool]:  # fmt: skip
+    request: Request,
+    task: Task,
+    form: GenerationForm,
+    video: UploadFile | None,
+    idempotency_key: str | None,
+    preview: bool = False,
+) -> tuple[Job, bool]:
     st = state(request)
-    task = TASKS[code]
-    config = st.config
-    if code not in config.tasks:
-        raise ApiError(404, f"this model does not serve task {code!r}")
-    if idempotency_key:
-        existing = st.queue.find(idempotency_key)
-        if existing:
-            return existing, False
-    if task.needs_class:
-        if params.class_id is None:
-            raise ApiError(422, f"task {code!r} needs class_id")
-        if params.class_id >= config.num_classes:
-            raise ApiError(422, f"class_id must be in [0, {config.num_classes - 1}]")
-    frames = None
-    if task.needs_video:
-        if video is None:
-            raise ApiError(400, f"task {code!r} needs a video file in the 'video' field")
-        needed = task.num_input_frames(config.num_frames, config.cond_frames)
-        frames = await _decode(request, video, needed)
-    elif video is not None:
-        raise ApiError(400, f"task {code!r} takes no video")
-    if st.queue.depth() >= st.settings.max_queue:
-        raise ApiError(429, "the queue is full; retry later", headers={"Retry-After": "5"})
-    job_id = uuid.uuid4().hex
-    if frames is not None:
-        await run_in_threadpool(st.queue.put_input, job_id, write_npz(frames))
-    body = params.model_dump() | {"preview": preview}
+    _refuse_if_unavailable(st)
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
+        raise ApiError(400, "Idempotency-Key must be 1 to 200 printable characters, no spaces")
     try:
-        job, created = st.queue.enqueue(code, body, batch_key(code, body), idempotency_key,
-                                        st.settings.max_queue, job_id)  # fmt: skip
+        check_fields(st.config, task, form.class_id, has_video=video is not None)
+    except InvalidRequest as err:
+        raise ApiError(err.status, str(err)) from None
+    upload = await video.read() if video is not None else None
+    me = owner(request)
+    fingerprint = form.digest(task, preview, upload)
+    if idempotency_key:
+        existing = await _q(st.queue.find, me, idempotency_key)
+        if existing is not None:
+            if existing.spec.fingerprint != fingerprint:
+                raise _conflict()
+            return existing, False
+    if await _q(st.queue.depth) >= st.settings.max_queue:  # before any decoding
+        raise ApiError(429, "the queue is full; retry later", headers=RETRY)
+    job_id = uuid.uuid4().hex
+    if upload is not None:
+        frames = await _decode(request, upload)
+        try:
+            check_frames(st.config, task, frames.shape[0])
+        except InvalidRequest as err:
+            raise ApiError(err.status, str(err)) from None
+        await _q(st.queue.put_input, job_id, write_npz(frames))
+    spec = JobSpec(
+        task=task.code,
+        seed=form.seed if form.seed is not None else uuid.uuid4().int % 2**31,
+        class_id=form.class_id,
+        format=form.format,
+        options=form.options,
+        preview=preview,
+        owner=me,
+        fingerprint=fingerprint,
+    )
+    created = False
+    try:
+        job, created = await _q(
+            st.queue.enqueue, spec, idempotency_key, st.settings.max_queue, job_id
+        )
     except QueueFull:
-        raise ApiError(
-            429, "the queue is full; retry later", headers={"Retry-After": "5"}
-        ) from None
-    if not created and frames is not None:
-        st.queue.delete_input(job_id)
+        raise ApiError(429, "the queue is full; retry later", headers=RETRY) from None
+    except IdempotencyConflict:
+        raise _conflict() from None
+    finally:
+        if upload is not None and not created:
+            await _q(st.queue.delete_input, job_id)
     st.scheduler.notify()
     return job, created
 
 
-async def _decode(request: Request, video: UploadFile, needed: int):
+def _conflict() -> ApiError:
+    return ApiError(422, "this Idempotency-Key was used for a different request")
+
+
+async def _decode(request: Request, data: bytes):
     st = state(request)
     s = st.settings
-    limits = DecodeLimits(max_bytes=s.max_upload_bytes, max_pixels=s.max_video_pixels,
-                          max_frames=s.max_video_frames, max_seconds=s.max_video_seconds,
-                          timeout_s=s.decode_timeout_s)  # fmt: skip
-    data = await video.read()
+    limits = DecodeLimits(
+        max_bytes=s.max_upload_bytes,
+        max_pixels=s.max_video_pixels,
+        max_frames=s.max_video_frames,
+        max_seconds=s.max_video_seconds,
+        timeout_s=s.decode_timeout_s,
+    )
     start = time.perf_counter()
     try:
         decoded = await run_in_threadpool(decode_video, data, limits, st.config.num_frames)
@@ -113,9 +212,6 @@ async def _decode(request: Request, video: UploadFile, needed: int):
         raise ApiError(415, str(err)) from None
     finally:
         st.metrics.decode.observe(time.perf_counter() - start)
-    if decoded.frames.shape[0] < max(needed, 1):
-        raise ApiError(422, f"the task needs at least {needed} frames; the video has "
-                            f"{decoded.frames.shape[0]}")  # fmt: skip
     return decoded.frames
 
 
@@ -123,73 +219,30 @@ def _job_out(request: Request, job: Job) -> JobOut:
     return JobOut.from_job(job, str(request.url_for("get_job", job_id=job.id)))
 
 
-def _get_job(request: Request, job_id: str) -> Job:
-    job = state(request).queue.get(job_id)
-    if job is None:
+async def _get_job(request: Request, job_id: str) -> Job:
+    """The caller's job; another key's job is as unknown as a job that never was."""
+    job = await _q(state(request).queue.get, job_id)
+    if job is None or job.spec.owner != owner(request):
         raise ApiError(404, f"no job {job_id!r}")
     return job
 
 
-def _result(request: Request, job: Job) -> Response:
-    data = state(request).queue.get_result(job.id)
+async def _result(request: Request, job: Job) -> Response:
+    data = await _q(state(request).queue.get_result, job.id)
     if data is None:
         raise ApiError(404, "the result has expired")
-    headers = {"X-Job-Id": job.id, "X-Seed": str(job.params["seed"])}
+    headers = {"X-Job-Id": job.id, "X-Seed": str(job.spec.seed)}
     if job.started_at and job.finished_at:
         headers["X-Queue-Wait-Seconds"] = f"{job.started_at - job.created_at:.3f}"
         headers["X-Inference-Seconds"] = f"{job.finished_at - job.started_at:.3f}"
-    return Response(data, media_type=FORMATS[job.result_format], headers=headers)
+    return Response(data, media_type=FORMATS[job.result_format or job.spec.format], headers=headers)
 
 
-# -------------------------------------------------------------------------------- routes
-def task_router(code: str) -> APIRouter:
-    """One documented operation per task."""
-    task = TASKS[code]
-    router = APIRouter()
-    summary = f"{task.name} ({code})"
-    description = (f"{task.description} Synchronous: answers with the generated video "
-                   f"(format by the `format` field).")  # fmt: skip
-
-    async def run(request: Request, params: GenerationParams, video: UploadFile | None):
-        st = state(request)
-        job, _ = await _submit(request, code, params, video, None)
-        deadline = time.monotonic() + st.settings.request_timeout_s
-        while not (job := st.queue.get(job.id)).done:
-            if time.monotonic() > deadline:
-                st.queue.cancel(job.id)
-                raise ApiError(503, "the request timed out in the queue; retry later",
-                               headers={"Retry-After": "10"})  # fmt: skip
-            await _wait(st, 0.05)
-        st.metrics.requests.labels(code, "200" if job.status == "completed" else "error").inc()
-        if job.status == "completed":
-            return _result(request, job)
-        raise ApiError(422 if (job.error or "").startswith("invalid") else 503,
-                       job.error or f"the job was {job.status}")  # fmt: skip
-
-    responses = {200: {"content": {m: {} for m in FORMATS.values()},
-                       "description": "the generated video"}}  # fmt: skip
-    if task.needs_video:
-
-        @router.post(f"/v1/tasks/{code}", operation_id=f"run_{code}", summary=summary,
-                     description=description, response_class=Response, tags=["tasks"],
-                     responses=responses)  # fmt: skip
-        async def with_video(
-            request: Request,
-            video: Annotated[UploadFile, File(description="input video")],
-            params: Annotated[GenerationParams, Depends(generation_params)],
-        ):
-            return await run(request, params, video)
-    else:
-
-        @router.post(f"/v1/tasks/{code}", operation_id=f"run_{code}", summary=summary,
-                     description=description, response_class=Response, tags=["tasks"],
-                     responses=responses)  # fmt: skip
-        async def without_video(
-            request: Request, params: Annotated[GenerationParams, Depends(generation_params)]
-        ):
-            return await run(request, params, None)
-
-    return router
+def _failure(job: Job) -> ApiError:
+    error_type = job.error_type or ErrorType.INTERNAL
+    status = STATUS_FOR_ERROR[error_type]
+    message = job.error or f"the job was {job.status}"
+    return ApiError(status, message, headers=RETRY if status == 503 else None)
 
 
 async def _wait(st, timeout: float) -> None:
@@ -197,95 +250,215 @@ async def _wait(st, timeout: float) -> None:
         await asyncio.wait_for(st.scheduler.live.changed.wait(), timeout)
 
 
-jobs = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-
-@jobs.post("", status_code=202, response_model=JobOut, summary="create a job")
-async def create_job(
-    request: Request,
-    task: Annotated[str, Form(pattern="^(" + "|".join(TASK_CODES) + ")$")],
-    params: Annotated[GenerationParams, Depends(generation_params)],
-    video: Annotated[UploadFile | None, File()] = None,
-    preview: Annotated[bool, Form(description="preview frames in the event stream")] = False,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-):
-    job, created = await _submit(request, task, params, video, idempotency_key, preview)
-    out = _job_out(request, job)
-    state(request).metrics.requests.labels(task, "202").inc()
-    return Response(out.model_dump_json(), status_code=202 if created else 200,
-                    media_type="application/json", headers={"Location": out.url})  # fmt: skip
-
-
-@jobs.get("/{job_id}", response_model=JobOut, summary="a job's status", name="get_job")
-async def get_job(request: Request, job_id: str):
-    return _job_out(request, _get_job(request, job_id))
-
-
-@jobs.get("/{job_id}/result", response_class=Response, summary="a finished job's video")
-async def get_result(request: Request, job_id: str):
-    job = _get_job(request, job_id)
-    if job.status != "completed":
-        raise ApiError(409, f"the job is {job.status}" + (f": {job.error}" if job.error else ""))
-    return _result(request, job)
-
-
-@jobs.delete("/{job_id}", response_model=JobOut, summary="cancel a job")
-async def cancel_job(request: Request, job_id: str):
-    job = _get_job(request, job_id)
-    if job.done:
-        raise ApiError(409, f"the job is already {job.status}")
-    job = state(request).queue.cancel(job_id)
-    state(request).scheduler.live.touch()
-    return _job_out(request, job)
-
-
-@jobs.get("/{job_id}/events", summary="server-sent progress events",
-          response_class=StreamingResponse)  # fmt: skip
-async def job_events(request: Request, job_id: str, preview: bool = False):
-    _get_job(request, job_id)
+async def _await_job(request: Request, job: Job) -> Job:
+    """Wait for a synchronous request's job. Its job is cancelled when the client goes away,
+    when the request times out and when the server stops."""
     st = state(request)
-
-    async def stream():
-        last: Any = None
-        sent_preview = None
-        while True:
-            job = st.queue.get(job_id)
-            if job is None:
-                return
-            step = (job.step, job.num_steps) if job.num_steps else None
-            snapshot = (job.status, job.progress, step)
-            if snapshot != last:
-                data: dict[str, Any] = {"id": job.id, "status": job.status,
-                                        "progress": job.progress}  # fmt: skip
-                if step:
-                    data["step"], data["num_steps"] = step
-                png = st.queue.get_preview(job_id) if preview and not job.done else None
-                if png is not None and png != sent_preview:
-                    data["preview"] = "data:image/png;base64," + base64.b64encode(png).decode()
-                    sent_preview = png
-                kind = "status" if job.done else "progress"
-                yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
-                last = snapshot
-            if job.done:
-                return
-            if await request.is_disconnected():
-                return
-            await _wait(st, 0.25)
-
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})  # fmt: skip
+    deadline = time.monotonic() + st.settings.request_timeout_s
+    while not (job := await _q(st.queue.get, job.id)).done:
+        reason, why = None, ErrorType.CANCELLED
+        if time.monotonic() > deadline:
+            reason, why = "the request timed out in the queue; retry later", ErrorType.TIMEOUT
+        elif st.scheduler.stopping:
+            reason = "the server is shutting down; retry later"
+        elif await request.is_disconnected():
+            reason = "the client went away"
+        if reason is not None:
+            await _q(st.queue.cancel, job.id, why)
+            st.scheduler.live.touch()
+            raise ApiError(503, reason, headers={"Retry-After": "10"})
+        await _wait(st, 0.05)
+    return job
 
 
-meta = APIRouter()
+# -------------------------------------------------------------------------------- routes
+def task_router(task: Task, parse_form) -> APIRouter:
+    """One documented operation per task: only the fields that task takes."""
+    router = APIRouter()
+    code = task.code
+    summary = f"{task.name} ({code})"
+    description = (
+        f"{task.description} Synchronous: answers with the generated video "
+        f"(format by the `format` field)."
+    )
+
+    async def run(request: Request, form: GenerationForm, video: UploadFile | None):
+        st = state(request)
+        job, _ = await _submit(request, task, form, video, None)
+        job = await _await_job(request, job)
+        st.metrics.requests.labels(code, "200" if job.status == "completed" else "error").inc()
+        if job.status == "completed":
+            return await _result(request, job)
+        raise _failure(job)
+
+    codes = [400, 401, 404, 409, 422, 429, 503] + ([413, 415] if task.needs_video else [])
+    responses: Responses = {
+        200: {"content": {m: {} for m in FORMATS.values()}, "description": "the generated video"}
+    }
+    responses |= {c: ERROR_RESPONSES[c] for c in sorted(codes)}
+    route = router.post(
+        f"/v1/tasks/{code}",
+        operation_id=f"run_{code}",
+        summary=summary,
+        description=description,
+        response_class=Response,
+        tags=["tasks"],
+        responses=responses,
+    )
+    if task.needs_video:
+
+        @route
+        async def with_video(
+            request: Request,
+            video: Annotated[UploadFile, File(description="input video")],
+            form: Annotated[GenerationForm, Depends(parse_form)],
+        ):
+            return await run(request, form, video)
+    else:
+
+        @route
+        async def without_video(
+            request: Request, form: Annotated[GenerationForm, Depends(parse_form)]
+        ):
+            return await run(request, form, None)
+
+    return router
+
+
+def jobs_router(parse_form) -> APIRouter:
+    jobs = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+    read: Responses = {c: ERROR_RESPONSES[c] for c in (401, 404, 422, 503)}
+    created: Responses = {200: {"model": JobOut, "description": "a known Idempotency-Key's job"}}
+    created |= {c: ERROR_RESPONSES[c] for c in (400, 401, 404, 413, 415, 422, 429, 503)}
+    video: Responses = {200: {"content": {m: {} for m in FORMATS.values()}}}
+    events: Responses = {200: {"content": {"text/event-stream": {}}}}
+
+    @jobs.post(
+        "",
+        status_code=202,
+        response_model=JobOut,
+        summary="create a job",
+        responses=created,
+    )
+    async def create_job(
+        request: Request,
+        task: Annotated[str, Form(pattern="^(" + "|".join(TASK_CODES) + ")$")],
+        form: Annotated[GenerationForm, Depends(parse_form)],
+        video: Annotated[UploadFile | None, File()] = None,
+        preview: Annotated[bool, Form(description="preview frames in the event stream")] = False,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ):
+        job, created = await _submit(request, TASKS[task], form, video, idempotency_key, preview)
+        out = _job_out(request, job)
+        state(request).metrics.requests.labels(task, "202").inc()
+        return Response(
+            out.model_dump_json(),
+            status_code=202 if created else 200,
+            media_type="application/json",
+            headers={"Location": out.url},
+        )
+
+    @jobs.get(
+        "/{job_id}",
+        response_model=JobOut,
+        summary="a job's status",
+        name="get_job",
+        responses=read,
+    )
+    async def get_job(request: Request, job_id: str):
+        return _job_out(request, await _get_job(request, job_id))
+
+    @jobs.get(
+        "/{job_id}/result",
+        response_class=Response,
+        summary="a finished job's video",
+        responses=video | read | {409: ERROR_RESPONSES[409]},
+    )
+    async def get_result(request: Request, job_id: str):
+        job = await _get_job(request, job_id)
+        if job.status != "completed":
+            raise ApiError(
+                409, f"the job is {job.status}" + (f": {job.error}" if job.error else "")
+            )
+        return await _result(request, job)
+
+    @jobs.delete(
+        "/{job_id}",
+        response_model=JobOut,
+        summary="cancel a job",
+        responses=read | {409: ERROR_RESPONSES[409]},
+    )
+    async def cancel_job(request: Request, job_id: str):
+        job = await _get_job(request, job_id)
+        if job.done:
+            raise ApiError(409, f"the job is already {job.status}")
+        job = await _q(state(request).queue.cancel, job_id)
+        state(request).scheduler.live.touch()
+        return _job_out(request, job)
+
+    @jobs.get(
+        "/{job_id}/events",
+        summary="server-sent progress events",
+        response_class=StreamingResponse,
+        responses=events | read,
+    )
+    async def job_events(request: Request, job_id: str, preview: bool = False):
+        await _get_job(request, job_id)
+        st = state(request)
+
+        async def stream():
+            last: Any = None
+            sent_preview = None
+            while True:
+                try:
+                    job = await _q(st.queue.get, job_id)
+                except ApiError:
+                    return  # the queue went away: the client reconnects
+                if job is None:
+                    return
+                step = (job.step, job.num_steps) if job.num_steps else None
+                snapshot = (job.status, job.progress, step)
+                png = await _q(st.queue.get_preview, job_id) if preview and not job.done else None
+                if snapshot != last or (png is not None and png != sent_preview):
+                    data: dict[str, Any] = {
+                        "id": job.id,
+                        "status": job.status,
+                        "progress": job.progress,
+                    }
+                    if step:
+                        data["step"], data["num_steps"] = step
+                    if png is not None and png != sent_preview:
+                        data["preview"] = "data:image/png;base64," + base64.b64encode(png).decode()
+                        sent_preview = png
+                    kind = "status" if job.done else "progress"
+                    yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+                    last = snapshot
+                if job.done or st.scheduler.stopping or await request.is_disconnected():
+                    return
+                await _wait(st, 0.25)
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    return jobs
 
 
 tasks_meta = APIRouter()
 
 
-@tasks_meta.get("/v1/tasks", response_model=TaskList, tags=["meta"],
-                summary="tasks and video shape")  # fmt: skip
+@tasks_meta.get(
+    "/v1/tasks",
+    response_model=TaskList,
+    tags=["meta"],
+    summary="tasks and video shape",
+    responses={401: ERROR_RESPONSES[401]},
+)
 async def list_tasks(request: Request):
     return TaskList.build(state(request).config)
+
+
+meta = APIRouter()
 
 
 @meta.get("/healthz", tags=["meta"], summary="liveness")
@@ -293,24 +466,33 @@ async def healthz():
     return {"status": "ok"}
 
 
-@meta.get("/readyz", tags=["meta"], summary="readiness: the model is loaded and warm")
+@meta.get(
+    "/readyz",
+    tags=["meta"],
+    summary="readiness: the model is loaded and warm, the queue reachable",
+    responses={503: ERROR_RESPONSES[503]},
+)
 async def readyz(request: Request):
     st = state(request)
-    if not st.ready or st.scheduler.stopping:
-        raise ApiError(503, st.not_ready_reason or "shutting down")
+    if not st.ready or st.scheduler is None or st.scheduler.stopping:
+        raise ApiError(503, st.not_ready_reason or "shutting down", headers=RETRY)
+    await _q(st.queue.depth)
     return {"status": "ready"}
 
 
 @meta.get("/metrics", tags=["meta"], summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request):
     st = state(request)
-    st.metrics.observe_queue(await run_in_threadpool(st.queue.stats))
+    with contextlib.suppress(ApiError):  # the queue gauges keep their last values
+        st.metrics.observe_queue(await _q(st.queue.stats))
     return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def install(app: FastAPI, auth, auth_health: bool) -> None:
+def install(app: FastAPI, max_steps: int) -> None:
+    """Authentication is the middleware's (before any body is read), not the routes'."""
     for code in TASK_CODES:
-        app.include_router(task_router(code), dependencies=[Depends(auth)])
-    app.include_router(jobs, dependencies=[Depends(auth)])
-    app.include_router(tasks_meta, dependencies=[Depends(auth)])
-    app.include_router(meta, dependencies=[Depends(auth)] if auth_health else [])
+        task = TASKS[code]
+        app.include_router(task_router(task, generation_form(max_steps, task.needs_class)))
+    app.include_router(jobs_router(generation_form(max_steps)))
+    app.include_router(tasks_meta)
+    app.include_router(meta)

@@ -3,8 +3,11 @@
 Compatible = the same batch key (task and decoding options). A worker claims the oldest job,
 waits up to `max_wait_ms` from that job's arrival for more of its kind (up to
 `max_batch_size`), runs the batch in a thread, stores results, and renews its lease meanwhile.
-The same loop runs inside `magvit serve` and in `magvit worker` processes.
-Policy only: no HTTP here and no model code.
+One loop per engine (per device): it claims a batch only when the engine is free, so claimed
+jobs never wait on the engine with their leases running out. The same loop runs inside
+`magvit serve` and in `magvit worker` processes. Every job is checked again before it runs
+(`service/validation.py`); a job the engine still rejects fails alone, the rest of its batch
+runs. Policy only: no HTTP here and no model code.
 """
 
 from __future__ import annotations
@@ -14,14 +17,19 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from media import encode_video
+from media import MediaError, encode_video
 from media.npz import read_npz
-from models.decoding import DecodeOptions
-from service.engine import Cancelled, Engine, EngineRequest, InvalidInput
+from models.tasks import TASKS
+from service.jobs import ErrorType, Job
 from service.metrics import Metrics
-from service.queue import Job, JobQueue
+from service.queue import JobQueue
 from service.settings import Settings
+from service.validation import InvalidRequest, check_request
+
+if TYPE_CHECKING:  # the engine (torch, the model) is loaded only where one runs
+    from service.engine import Engine, EngineRequest
 
 log = logging.getLogger("magvit.scheduler")
 
@@ -39,8 +47,9 @@ class LiveState:
 
 
 class Scheduler:
-    def __init__(self, queue: JobQueue, engine: Engine | None, settings: Settings,
-                 metrics: Metrics) -> None:  # fmt: skip
+    def __init__(
+        self, queue: JobQueue, engine: Engine | None, settings: Settings, metrics: Metrics
+    ) -> None:
         self.queue = queue
         self.engine = engine
         self.settings = settings
@@ -50,20 +59,29 @@ class Scheduler:
         self.stopping = False
         self._tasks: list[asyncio.Task] = []
         self._running: set[str] = set()
+        self._stop_deadline: float | None = None
 
     # ----------------------------------------------------------------------- lifecycle
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        for i in range(self.settings.workers if self.engine else 0):
-            self._tasks.append(loop.create_task(self._worker(i)))
+        if self.engine is not None:
+            self._tasks.append(loop.create_task(self._worker()))
         self._tasks.append(loop.create_task(self._janitor()))
+
+    def begin_stop(self) -> None:
+        """Stop taking work now (no new claims; readiness and waiting requests see it); the
+        drain timeout counts from the first call."""
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + self.settings.drain_timeout_s
+        self.stopping = True
+        self.wake.set()
+        self.live.touch()
 
     async def stop(self) -> None:
         """Stop taking work, let running batches finish within the drain timeout, then give
         unfinished jobs back to the queue."""
-        self.stopping = True
-        self.wake.set()
-        deadline = time.monotonic() + self.settings.drain_timeout_s
+        self.begin_stop()
+        deadline = self._stop_deadline or time.monotonic()
         while self._running and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self._running:
@@ -74,6 +92,11 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("the scheduler runs batches only with an engine")
+        return self.engine
+
     def notify(self) -> None:
         self.wake.set()
 
@@ -82,8 +105,9 @@ class Scheduler:
         s = self.settings
         while not self.stopping:
             self.wake.clear()
-            batch = await asyncio.to_thread(self.queue.claim_batch, s.max_batch_size,
-                                            s.max_wait_ms / 1000, s.lease_seconds, 0.5)  # fmt: skip
+            batch = await asyncio.to_thread(
+                self.queue.claim_batch, s.max_batch_size, s.max_wait_ms / 1000, s.lease_seconds, 0.5
+            )
             if batch:
                 return batch
             if not self.queue.blocking:
@@ -91,7 +115,7 @@ class Scheduler:
                     await asyncio.wait_for(self.wake.wait(), timeout=0.5)
         return []
 
-    async def _worker(self, index: int) -> None:
+    async def _worker(self) -> None:
         while not self.stopping:
             try:
                 batch = await self._next_batch()
@@ -115,22 +139,44 @@ class Scheduler:
                 self.live.touch()
 
     async def _run_batch(self, batch: list[Job]) -> None:
-        loop = asyncio.get_running_loop()
+        from service.engine import EngineRequest
+
         now = time.time()
         for job in batch:
             self.metrics.queue_wait.observe(max(0.0, now - job.created_at))
-        params = batch[0].params
-        options = DecodeOptions(steps=params["steps"], temperature=params["temperature"],
-                                choice_temperature=params["choice_temperature"],
-                                guidance_scale=params["guidance_scale"])  # fmt: skip
-        requests, jobs = [], []
+        runnable: list[tuple[Job, EngineRequest]] = []
         for job in batch:
             data = await asyncio.to_thread(self.queue.get_input, job.id)
-            frames = read_npz(data) if data else None
-            requests.append(EngineRequest(job.task, frames, job.params.get("class_id"),
-                                          job.params["seed"]))  # fmt: skip
-            jobs.append(job)
-        preview = any(j.params.get("preview") for j in jobs)
+            spec = job.spec
+            try:
+                frames = read_npz(data) if data else None
+                check_request(
+                    self._engine().config,
+                    TASKS[spec.task],
+                    spec.class_id,
+                    None if frames is None else frames.shape[0],
+                )
+            except (InvalidRequest, MediaError) as err:
+                await self._fail(job, f"invalid input: {err}", ErrorType.INVALID_INPUT)
+                continue
+            runnable.append((job, EngineRequest(spec.task, frames, spec.class_id, spec.seed)))
+        if runnable:
+            await self._generate(runnable)
+
+    async def _fail(self, job: Job, message: str, error_type: ErrorType) -> None:
+        await asyncio.to_thread(self.queue.fail, job.id, message, error_type)
+        self.metrics.jobs.labels("failed").inc()
+
+    async def _generate(self, runnable: list[tuple[Job, EngineRequest]]) -> None:
+        """Runs one batch; if the engine rejects it, each job alone, so that only the jobs it
+        rejects fail."""
+        from service.engine import Cancelled, InvalidInput
+
+        loop = asyncio.get_running_loop()
+        jobs = [job for job, _ in runnable]
+        requests = [request for _, request in runnable]
+        options = jobs[0].spec.options
+        preview = any(j.spec.preview for j in jobs)
         last_renew = [time.monotonic()]
 
         def on_step(step: int, total: int, previews: list[bytes] | None) -> bool:
@@ -153,17 +199,21 @@ class Scheduler:
         self.metrics.batch_size.observe(len(jobs))
         start = time.perf_counter()
         try:
-            videos = await asyncio.to_thread(self.engine.run, requests, options, on_step, preview)
+            videos = await asyncio.to_thread(
+                self._engine().run, requests, options, on_step, preview
+            )
         except Cancelled:
             return
         except InvalidInput as err:
-            for job in jobs:
-                self.queue.fail(job.id, f"invalid input: {err}")
-                self.metrics.jobs.labels("failed").inc()
+            if len(runnable) > 1:
+                for one in runnable:
+                    await self._generate([one])
+                return
+            await self._fail(jobs[0], f"invalid input: {err}", ErrorType.INVALID_INPUT)
             return
         self.metrics.inference.observe(time.perf_counter() - start)
         for job, video in zip(jobs, videos, strict=True):
-            fmt = job.params["format"]
+            fmt = job.spec.format
             t0 = time.perf_counter()
             data = await asyncio.to_thread(encode_video, video, fmt)
             self.metrics.encode.observe(time.perf_counter() - t0)
@@ -179,8 +229,9 @@ class Scheduler:
         while not self.stopping:
             try:
                 if time.monotonic() - last_expiry >= 60:
-                    await asyncio.to_thread(self.queue.expire,
-                                            time.time() - self.settings.result_ttl_s)  # fmt: skip
+                    await asyncio.to_thread(
+                        self.queue.expire, time.time() - self.settings.result_ttl_s
+                    )
                     last_expiry = time.monotonic()
                 self.metrics.observe_queue(await asyncio.to_thread(self.queue.stats))
             except Exception as err:  # the queue is unreachable: try again later

@@ -9,17 +9,7 @@ from pydantic import BaseModel
 
 from models.config import ModelConfig
 from models.tasks import TASKS
-from service.queue import Job
-
-
-class GenerationParams(BaseModel):
-    seed: int
-    steps: int
-    temperature: float
-    choice_temperature: float
-    guidance_scale: float
-    class_id: int | None
-    format: str
+from service.jobs import ErrorType, Job
 
 
 def _time(t: float | None) -> datetime | None:
@@ -37,6 +27,7 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None
+    error_type: ErrorType | None
     seed: int
     format: str
     result_url: str | None
@@ -44,12 +35,21 @@ class JobOut(BaseModel):
     @classmethod
     def from_job(cls, job: Job, url: str) -> JobOut:
         return cls(
-            id=job.id, url=url, task=job.task, status=job.status, progress=job.progress,
-            attempts=job.attempts, created_at=_time(job.created_at),
-            started_at=_time(job.started_at), finished_at=_time(job.finished_at),
-            error=job.error, seed=job.params["seed"], format=job.params["format"],
+            id=job.id,
+            url=url,
+            task=job.task,
+            status=job.status,
+            progress=job.progress,
+            attempts=job.attempts,
+            created_at=_time(job.created_at),
+            started_at=_time(job.started_at),
+            finished_at=_time(job.finished_at),
+            error=job.error,
+            error_type=job.error_type,
+            seed=job.spec.seed,
+            format=job.spec.format,
             result_url=f"{url}/result" if job.status == "completed" else None,
-        )  # fmt: skip
+        )
 
 
 class TaskInfo(BaseModel):
@@ -71,11 +71,21 @@ class TaskList(BaseModel):
     @classmethod
     def build(cls, config: ModelConfig) -> TaskList:
         tasks = [
-            TaskInfo(code=t.code, name=t.name, description=t.description,
-                     needs_video=t.needs_video, needs_class=t.needs_class,
-                     input_frames=t.num_input_frames(config.num_frames, config.cond_frames))
-            for code, t in TASKS.items() if code in config.tasks
-        ]  # fmt: skip
-        return cls(tasks=tasks, video_shape=list(config.video_shape),
-                   token_shape=list(config.token_shape), num_classes=config.num_classes,
-                   cond_frames=config.cond_frames)  # fmt: skip
+            TaskInfo(
+                code=t.code,
+                name=t.name,
+                description=t.description,
+                needs_video=t.needs_video,
+                needs_class=t.needs_class,
+                input_frames=t.num_input_frames(config.num_frames, config.cond_frames),
+            )
+            for code, t in TASKS.items()
+            if code in config.tasks
+        ]
+        return cls(
+            tasks=tasks,
+            video_shape=list(config.video_shape),
+            token_shape=list(config.token_shape),
+            num_classes=config.num_classes,
+            cond_frames=config.cond_frames,
+        )

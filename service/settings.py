@@ -18,7 +18,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
     # sqlite:///PATH (default: <data_dir>/jobs.sqlite3) or redis://HOST:PORT/DB (many machines)
     queue_url: str | None = Field(None, pattern=r"^(sqlite:///.+|rediss?://.+|unix://.+)$")
-    workers: int = Field(1, ge=0, le=16)  # in-process engine workers; 0 = API only
+    # Refuse to start on a queue that would lose accepted jobs on a restart (else: a warning).
+    require_durable_queue: bool = False
+    workers: int = Field(1, ge=0, le=1)  # 1: run the engine in this process; 0: API only
     data_dir: Path = Path("data")
 
     api_keys: Annotated[list[str], NoDecode] = []
@@ -29,6 +31,8 @@ class Settings(BaseSettings):
     max_wait_ms: int = Field(50, ge=0, le=10_000)
     max_queue: int = Field(64, ge=1)
     request_timeout_s: float = Field(300.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)  # a request body that stalls this long: 408
+    header_timeout_s: float = Field(10.0, gt=0)  # request headers not complete by then: closed
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_video_pixels: int = Field(3840 * 2160, ge=64)
     max_video_frames: int = Field(1024, ge=1)
@@ -39,7 +43,6 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(3, ge=1)
     lease_seconds: float = Field(60.0, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
-    preview_every: int = Field(1, ge=1)
     warmup: bool = True
 
     @field_validator("api_keys", "cors_origins", mode="before")

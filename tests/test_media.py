@@ -83,3 +83,32 @@ def test_npz_without_pickle(tmp_path):
     np.savez(bad, video=np.array([object()], dtype=object))
     with pytest.raises(NotAVideo):
         read_video(bad)
+
+
+def _playlists(secret: str) -> list[bytes]:
+    return [
+        f"ffconcat version 1.0\nfile {secret}\n".encode(),
+        f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n{secret}\n#EXT-X-ENDLIST\n".encode(),
+        f'<?xml version="1.0"?><MPD><Period><BaseURL>{secret}</BaseURL></Period></MPD>'.encode(),
+        f"1\n00:00:00,000 --> 00:00:01,000\n{secret}\n".encode(),
+    ]
+
+
+@pytest.mark.parametrize("kind", range(4), ids=["concat", "hls", "dash", "subtitles"])
+def test_uploads_cannot_name_other_files(tmp_path, monkeypatch, kind):
+    """A concat script or playlist must not make the decoder read a file on the server."""
+    (tmp_path / "secret.webm").write_bytes(videos.clip("webm", frames=10))
+    monkeypatch.chdir(tmp_path)
+    data = _playlists("secret.webm")[kind]
+    with pytest.raises(NotAVideo) as err:
+        decode_video(data)
+    assert "Error" not in str(err.value)  # no Python exception class names
+
+
+def test_file_names_are_read_as_plain_files(tmp_path):
+    """A path is opened as a file, never through an FFmpeg protocol (file:, concat:, ...)."""
+    good = tmp_path / "good.mp4"
+    good.write_bytes(videos.clip("mp4", frames=4))
+    assert decode_video(good).frames.shape[0] == 4
+    with pytest.raises(FileNotFoundError):
+        decode_video(f"concat:{good}|{good}")

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from models.checkpoint import save_checkpoint
+from models.decoding import DecodeOptions
 from models.pipeline import MagvitPipeline
-from service.app import create_app
+from service.app import GracefulServer, create_app, server_config
+from service.jobs import JobSpec
 from service.settings import Settings
 
 
@@ -38,9 +39,8 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=settings.port,
-                                log_level="warning")  # fmt: skip
-        self.server = uvicorn.Server(config)
+        config = server_config(self.app, settings, log_level="warning")
+        self.server = GracefulServer(config, self.app)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.url = f"http://127.0.0.1:{settings.port}"
 
@@ -63,8 +63,14 @@ class Server:
 
 
 def make_settings(checkpoint: Path, data_dir: Path, **overrides) -> Settings:
-    base = {"checkpoint": checkpoint, "data_dir": data_dir, "port": free_port(), "device": "cpu",
-            "max_wait_ms": 50, "max_batch_size": 4}  # fmt: skip
+    base = {
+        "checkpoint": checkpoint,
+        "data_dir": data_dir,
+        "port": free_port(),
+        "device": "cpu",
+        "max_wait_ms": 50,
+        "max_batch_size": 4,
+    }
     return Settings(**(base | overrides))
 
 
@@ -79,3 +85,9 @@ def server(tiny_checkpoint, tmp_path_factory) -> Iterator[Server]:
 def client(server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as c:
         yield c
+
+
+def spec(task: str = "cg", steps: int = 2, **fields) -> JobSpec:
+    """A job record for queue tests: class-conditional generation by default."""
+    base = {"task": task, "seed": 1, "class_id": 3, "format": "mp4"}
+    return JobSpec(**(base | fields), options=DecodeOptions(steps=steps))

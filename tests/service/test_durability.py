@@ -8,8 +8,9 @@ import time
 
 import httpx
 
-from service.queue import SqliteQueue, batch_key
-from tests.service.conftest import Server, make_settings
+from service.jobs import ErrorType
+from service.sqlite_queue import SqliteQueue
+from tests.service.conftest import Server, make_settings, spec
 from tests.support import videos
 
 CLIP = videos.clip("mp4", frames=10)
@@ -28,8 +29,9 @@ def _wait_done(client: httpx.Client, job_id: str, timeout: float = 60) -> dict:
 def test_jobs_survive_a_restart(tiny_checkpoint, tmp_path):
     api = Server(make_settings(tiny_checkpoint, tmp_path, workers=0)).start()
     with httpx.Client(base_url=api.url, timeout=30) as c:
-        fp = c.post("/v1/jobs", data={"task": "fp", "steps": "2"},
-                    files={"video": ("a.mp4", CLIP)}).json()  # fmt: skip
+        fp = c.post(
+            "/v1/jobs", data={"task": "fp", "steps": "2"}, files={"video": ("a.mp4", CLIP)}
+        ).json()
         cg = c.post("/v1/jobs", data={"task": "cg", "class_id": "2", "steps": "2"}).json()
         gone = c.post("/v1/jobs", data={"task": "cg", "class_id": "1", "steps": "2"}).json()
         assert c.delete(f"/v1/jobs/{gone['id']}").json()["status"] == "cancelled"
@@ -38,10 +40,8 @@ def test_jobs_survive_a_restart(tiny_checkpoint, tmp_path):
 
     # A worker that claimed a job and died: its lease expires and the job runs again.
     queue = SqliteQueue(tmp_path / "jobs.sqlite3")
-    params = {"seed": 1, "steps": 2, "temperature": 1.0, "choice_temperature": 4.5,
-              "guidance_scale": 0.0, "class_id": 3, "format": "mp4"}  # fmt: skip
-    crashed, _ = queue.enqueue("cg", params, batch_key("cg", params))
-    assert [j.id for j in queue.claim(10, lease_s=0.2, batch_key=batch_key("cg", params))]
+    crashed, _ = queue.enqueue(spec())
+    assert [j.id for j in queue.claim(10, lease_s=0.2, batch_key=spec().batch_key)]
     queue.close()
     time.sleep(0.3)
 
@@ -58,21 +58,22 @@ def test_jobs_survive_a_restart(tiny_checkpoint, tmp_path):
 
 def test_dead_letter_after_max_attempts(tmp_path):
     queue = SqliteQueue(tmp_path / "q.sqlite3", max_attempts=2)
-    params = {"steps": 2, "temperature": 1.0, "choice_temperature": 4.5, "guidance_scale": 0.0}
-    job, _ = queue.enqueue("cg", params, batch_key("cg", params))
+    job, _ = queue.enqueue(spec())
     for _ in range(2):
         assert queue.claim(1, lease_s=0.0)
         time.sleep(0.01)
     assert queue.claim(1, lease_s=0.0) == []
     dead = queue.get(job.id)
     assert dead.status == "failed" and "dead-lettered" in dead.error
+    assert dead.error_type is ErrorType.DEAD_LETTER and queue.stats()["dead_letters"] == 1
 
 
 def test_queue_full_answers_429(tiny_checkpoint, tmp_path):
     api = Server(make_settings(tiny_checkpoint, tmp_path, workers=0, max_queue=2)).start()
     with httpx.Client(base_url=api.url, timeout=30) as c:
-        codes = [c.post("/v1/jobs", data={"task": "cg", "class_id": "0"}).status_code
-                 for _ in range(3)]  # fmt: skip
+        codes = [
+            c.post("/v1/jobs", data={"task": "cg", "class_id": "0"}).status_code for _ in range(3)
+        ]
         assert codes == [202, 202, 429]
         r = c.post("/v1/tasks/cg", data={"class_id": "0"})
         assert r.status_code == 429 and r.headers["retry-after"]
@@ -83,8 +84,9 @@ def test_queue_full_answers_429(tiny_checkpoint, tmp_path):
 def test_concurrent_requests_are_batched(server):
     def one(seed: int) -> int:
         with httpx.Client(base_url=server.url, timeout=60) as c:
-            return c.post("/v1/tasks/cg", data={"class_id": "1", "seed": str(seed),
-                                                "steps": "3"}).status_code  # fmt: skip
+            return c.post(
+                "/v1/tasks/cg", data={"class_id": "1", "seed": str(seed), "steps": "3"}
+            ).status_code
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         assert list(pool.map(one, range(8))) == [200] * 8

@@ -59,14 +59,25 @@ def test_task_list_health_and_openapi(client):
 
 def test_job_lifecycle_with_events_and_idempotency(client):
     headers = {"Idempotency-Key": "abc-1"}
-    r = client.post("/v1/jobs", data=_data("fp", task="fp", preview="true"), files=_files("fp"),
-                    headers=headers)  # fmt: skip
+    r = client.post(
+        "/v1/jobs", data=_data("fp", task="fp", preview="true"), files=_files("fp"), headers=headers
+    )
     assert r.status_code == 202, r.text
     job = r.json()
     assert r.headers["location"].endswith(f"/v1/jobs/{job['id']}")
-    again = client.post("/v1/jobs", data=_data("fp", task="fp"), files=_files("fp"),
-                        headers=headers)  # fmt: skip
-    assert again.json()["id"] == job["id"]
+    again = client.post(
+        "/v1/jobs", data=_data("fp", task="fp", preview="true"), files=_files("fp"), headers=headers
+    )
+    assert again.status_code == 200 and again.json()["id"] == job["id"]
+    for changed in ({"preview": "false"}, {"steps": "3"}, {"seed": "8"}):
+        other = client.post(
+            "/v1/jobs",
+            data=_data("fp", task="fp", preview="true") | changed,
+            files=_files("fp"),
+            headers=headers,
+        )
+        assert other.status_code == 422, (changed, other.text)
+        assert "Idempotency-Key" in other.json()["error"]["message"]
     events = []
     with client.stream("GET", f"/v1/jobs/{job['id']}/events", params={"preview": 1}) as s:
         for line in s.iter_lines():
@@ -91,10 +102,44 @@ def test_unknown_jobs_and_routes(client):
 
 def test_metrics_show_requests_and_batches(client):
     body = client.get("/metrics").text
-    for name in ("magvit_requests_total", "magvit_queue_depth", "magvit_queue_wait_seconds",
-                 "magvit_inference_seconds", "magvit_batch_size", "magvit_video_decode_seconds",
-                 "magvit_video_encode_seconds"):  # fmt: skip
+    for name in (
+        "magvit_requests_total",
+        "magvit_queue_depth",
+        "magvit_queue_wait_seconds",
+        "magvit_inference_seconds",
+        "magvit_batch_size",
+        "magvit_video_decode_seconds",
+        "magvit_video_encode_seconds",
+    ):
         assert name in body
     depth = re.search(r"^magvit_queue_depth (\S+)$", body, re.M)
     assert depth and float(depth.group(1)) >= 0
     assert re.search(r'magvit_requests_total\{status="200",task="cg"\} [1-9]', body)
+
+
+def test_the_openapi_document_matches_the_api(server, client):
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+
+    def form(path: str) -> dict:
+        [body] = paths[path]["post"]["requestBody"]["content"].values()
+        ref = body["schema"]["$ref"].rsplit("/", 1)[-1]
+        return schema["components"]["schemas"][ref]["properties"]
+
+    assert form("/v1/tasks/cg")["steps"]["maximum"] == server.settings.max_steps
+    assert "class_id" in form("/v1/tasks/cg") and "class_id" not in form("/v1/tasks/fp")
+    assert "guidance_scale" not in form("/v1/tasks/fp") and "video" in form("/v1/tasks/fp")
+    error = {"$ref": "#/components/schemas/ErrorBody"}
+    for path, methods in paths.items():
+        for method, op in methods.items():
+            for code, answer in op["responses"].items():
+                if code.startswith(("4", "5")):
+                    assert answer["content"]["application/json"]["schema"] == error, (
+                        path,
+                        method,
+                        code,
+                    )
+    assert {"400", "404", "413", "415", "422", "429", "503"} <= set(
+        paths["/v1/tasks/fp"]["post"]["responses"]
+    )
+    assert {"401", "404", "503"} <= set(paths["/v1/jobs/{job_id}"]["get"]["responses"])

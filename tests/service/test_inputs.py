@@ -14,9 +14,13 @@ from tests.support import videos
 
 @pytest.fixture(scope="module")
 def limited(tiny_checkpoint, tmp_path_factory):
-    settings = make_settings(tiny_checkpoint, tmp_path_factory.mktemp("limited"),
-                             max_upload_bytes=2 * 1024 * 1024, max_video_pixels=1920 * 1080,
-                             max_video_seconds=60)  # fmt: skip
+    settings = make_settings(
+        tiny_checkpoint,
+        tmp_path_factory.mktemp("limited"),
+        max_upload_bytes=2 * 1024 * 1024,
+        max_video_pixels=1920 * 1080,
+        max_video_seconds=60,
+    )
     srv = Server(settings).start()
     yield srv
     srv.stop()
@@ -31,14 +35,20 @@ CORPUS = [
     ("too few frames", lambda: videos.clip("mp4", frames=3), 422),
     ("8K resolution", videos.huge_resolution, 413),
     ("three minutes", videos.long_clip, 413),
+    ("concat script", lambda: b"ffconcat version 1.0\nfile inputs/x.npz\n", 415),
+    ("hls playlist", lambda: b"#EXTM3U\n#EXTINF:1,\nfile:/etc/hostname\n#EXT-X-ENDLIST\n", 415),
 ]
 
 
 @pytest.mark.parametrize(("name", "make", "status"), CORPUS, ids=[c[0] for c in CORPUS])
 def test_bad_videos(limited, name, make, status):
     start = time.monotonic()
-    r = httpx.post(f"{limited.url}/v1/tasks/opc", data={"steps": "1"},
-                   files={"video": ("clip.mp4", make(), "video/mp4")}, timeout=30)  # fmt: skip
+    r = httpx.post(
+        f"{limited.url}/v1/tasks/opc",
+        data={"steps": "1"},
+        files={"video": ("clip.mp4", make(), "video/mp4")},
+        timeout=30,
+    )
     assert r.status_code == status, r.text
     body = r.json()["error"]
     assert body["type"] and body["message"]
@@ -67,13 +77,19 @@ def test_bad_fields(limited, path, data, files, status):
 
 def test_body_limit_enforced_while_streaming(limited):
     def chunks():
-        yield (b'--x\r\nContent-Disposition: form-data; name="video"; filename="a.mp4"\r\n'
-               b"Content-Type: video/mp4\r\n\r\n")  # fmt: skip
+        yield (
+            b'--x\r\nContent-Disposition: form-data; name="video"; filename="a.mp4"\r\n'
+            b"Content-Type: video/mp4\r\n\r\n"
+        )
         for _ in range(40):
             yield b"\0" * 100_000  # 4 MB in all, no Content-Length
 
-    r = httpx.post(f"{limited.url}/v1/tasks/opc", content=chunks(), timeout=30,
-                   headers={"content-type": "multipart/form-data; boundary=x"})  # fmt: skip
+    r = httpx.post(
+        f"{limited.url}/v1/tasks/opc",
+        content=chunks(),
+        timeout=30,
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
     assert r.status_code == 413 and r.json()["error"]["type"] == "too_large"
     big = videos.clip("mp4") + b"\0" * (3 * 1024 * 1024)
     r = httpx.post(f"{limited.url}/v1/tasks/opc", files={"video": ("a.mp4", big)}, timeout=30)
@@ -81,8 +97,9 @@ def test_body_limit_enforced_while_streaming(limited):
 
 
 def test_api_keys(tiny_checkpoint, tmp_path):
-    srv = Server(make_settings(tiny_checkpoint, tmp_path, api_keys=["k1", "k2"],
-                               auth_health=False)).start()  # fmt: skip
+    srv = Server(
+        make_settings(tiny_checkpoint, tmp_path, api_keys=["k1", "k2"], auth_health=False)
+    ).start()
     try:
         url = f"{srv.url}/v1/tasks/cg"
         data = {"class_id": "1", "steps": "1"}

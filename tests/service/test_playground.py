@@ -18,7 +18,7 @@ pytestmark = [
         CHROMIUM is None,
         reason="no Chromium: `make test` installs Debian's "
         "chromium package; this machine could not",
-    ),  # fmt: skip
+    ),
 ]
 ARGS = [
     "--no-sandbox",
@@ -42,12 +42,13 @@ def browser():
 
 
 def test_run_a_task_and_see_errors(browser, server):
-    page = browser.new_page()
+    page = browser.new_page(bypass_csp=True)  # the test polls with eval; the page needs none
     page.goto(server.url + "/")
     page.click("label[data-code=opc]")
     clip = videos.clip("webm", frames=10)
-    page.set_input_files("#video-file", files=[{"name": "clip.webm", "mimeType": "video/webm",
-                                                 "buffer": clip}])  # fmt: skip
+    page.set_input_files(
+        "#video-file", files=[{"name": "clip.webm", "mimeType": "video/webm", "buffer": clip}]
+    )
     page.fill("input[name=steps]", "2")
     page.click("#run")
     page.wait_for_function("document.querySelector('#result-video').duration > 0", timeout=60_000)
@@ -56,10 +57,12 @@ def test_run_a_task_and_see_errors(browser, server):
     assert page.inner_text("#status") == "completed"
 
     bad = np.random.default_rng(3).bytes(4000)
-    expected = httpx.post(f"{server.url}/v1/jobs", data={"task": "opc"},
-                          files={"video": ("bad.mp4", bad)}).json()["error"]["message"]  # fmt: skip
-    page.set_input_files("#video-file", files=[{"name": "bad.mp4", "mimeType": "video/mp4",
-                                                 "buffer": bad}])  # fmt: skip
+    expected = httpx.post(
+        f"{server.url}/v1/jobs", data={"task": "opc"}, files={"video": ("bad.mp4", bad)}
+    ).json()["error"]["message"]
+    page.set_input_files(
+        "#video-file", files=[{"name": "bad.mp4", "mimeType": "video/mp4", "buffer": bad}]
+    )
     page.click("#run")
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)
     assert page.inner_text("#error") == expected
@@ -69,7 +72,7 @@ def test_run_a_task_and_see_errors(browser, server):
 def test_page_with_api_keys(browser, tiny_checkpoint, tmp_path):
     srv = Server(make_settings(tiny_checkpoint, tmp_path, api_keys=["s3cret"])).start()
     try:
-        page = browser.new_page()
+        page = browser.new_page(bypass_csp=True)  # the test polls with eval; the page needs none
         page.goto(srv.url + "/")
         page.wait_for_selector("#error:not([hidden])")
         assert "API key" in page.inner_text("#error")
@@ -80,9 +83,24 @@ def test_page_with_api_keys(browser, tiny_checkpoint, tmp_path):
         page.click("label[data-code=cg]")
         page.fill("input[name=steps]", "1")
         page.click("#run")
-        page.wait_for_function("document.querySelector('#result-video').duration > 0",
-                               timeout=60_000)  # fmt: skip
+        page.wait_for_function(
+            "document.querySelector('#result-video').duration > 0", timeout=60_000
+        )
         assert page.is_hidden("#error")
         page.close()
     finally:
         srv.stop()
+
+
+def test_the_playground_runs_under_its_content_security_policy(browser, server):
+    page = browser.new_page()  # the policy enforced
+    violations: list[str] = []
+    page.on("console", lambda m: violations.append(m.text) if "Content Security" in m.text else 0)
+    page.goto(server.url + "/")
+    page.wait_for_selector("label[data-code=opc]", timeout=30_000)  # drawn by app.js from the API
+    page.click("label[data-code=cg]")
+    page.fill("input[name=steps]", "1")
+    page.click("#run")
+    page.wait_for_selector("#download:visible", timeout=60_000)
+    assert violations == []
+    page.close()

@@ -14,15 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.queue import batch_key
+from service.jobs import ErrorType
 from service.redis_queue import RedisQueue
-from tests.service.conftest import Server, make_settings
+from tests.service.conftest import Server, make_settings, spec
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
-PARAMS = {"seed": 1, "steps": 2, "temperature": 1.0, "choice_temperature": 4.5,
-          "guidance_scale": 0.0, "class_id": 3, "format": "npz"}  # fmt: skip
-KEY = batch_key("cg", PARAMS)
+SPEC = spec(format="npz")
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +39,8 @@ def url(redis_server) -> str:
 def test_replicas_share_jobs_idempotency_and_cancellation(url):
     api_a, api_b = RedisQueue(url), RedisQueue(url)
     worker = RedisQueue(url, consumer="w1")
-    job, created = api_a.enqueue("cg", PARAMS, KEY, idempotency_key="k1")
-    again, created_again = api_b.enqueue("cg", PARAMS, KEY, idempotency_key="k1")
+    job, created = api_a.enqueue(SPEC, idempotency_key="k1")
+    again, created_again = api_b.enqueue(SPEC, idempotency_key="k1")
     assert created and not created_again and again.id == job.id
     assert api_b.depth() == 1
 
@@ -63,7 +61,7 @@ def test_replicas_share_jobs_idempotency_and_cancellation(url):
     assert stats["pending"] == 0 and stats["depth"] == 0
 
     # Cancelled on one replica before any worker read it: workers skip it.
-    gone, _ = api_a.enqueue("cg", PARAMS, KEY)
+    gone, _ = api_a.enqueue(SPEC)
     assert api_b.cancel(gone.id).status == "cancelled"
     assert worker.claim_batch(4, 0.0, 30, 0.1) == []
     assert api_a.get(gone.id).status == "cancelled" and api_a.depth() == 0
@@ -71,10 +69,8 @@ def test_replicas_share_jobs_idempotency_and_cancellation(url):
 
 def test_batches_hold_one_key_and_keep_the_rest(url):
     api, worker = RedisQueue(url), RedisQueue(url, consumer="w1")
-    other = PARAMS | {"steps": 3}
-    keys = [KEY, batch_key("cg", other), KEY]
-    params = [PARAMS, other, PARAMS]
-    ids = [api.enqueue("cg", p, k)[0].id for p, k in zip(params, keys, strict=True)]
+    other = spec(format="npz", steps=3)
+    ids = [api.enqueue(s)[0].id for s in (SPEC, other, SPEC)]
     first = worker.claim_batch(4, 0.0, 30, 0.1)
     second = worker.claim_batch(4, 0.0, 30, 0.1)  # from the worker's buffer, not the stream
     assert [j.id for j in first] == [ids[0], ids[2]] and [j.id for j in second] == [ids[1]]
@@ -82,7 +78,7 @@ def test_batches_hold_one_key_and_keep_the_rest(url):
 
 def test_a_stopped_workers_jobs_are_taken_over_then_dead_lettered(url):
     api = RedisQueue(url, max_attempts=2)
-    job, _ = api.enqueue("cg", PARAMS, KEY)
+    job, _ = api.enqueue(SPEC)
     # Worker 1 claims and dies (never renews, never acks): after the lease, worker 2 takes over.
     assert RedisQueue(url, max_attempts=2, consumer="w1").claim_batch(1, 0.0, 0.2, 0.1)
     time.sleep(0.3)
@@ -101,7 +97,7 @@ def test_a_stopped_workers_jobs_are_taken_over_then_dead_lettered(url):
 
 def test_renewed_claims_are_not_taken_over(url):
     api = RedisQueue(url)
-    job, _ = api.enqueue("cg", PARAMS, KEY)
+    job, _ = api.enqueue(SPEC)
     w1 = RedisQueue(url, consumer="w1")
     assert w1.claim_batch(1, 0.0, 0.3, 0.1)
     for _ in range(3):
@@ -117,9 +113,26 @@ def test_renewed_claims_are_not_taken_over(url):
 # ------------------------------------------------------------------ API + worker processes
 def _start_worker(url: str, checkpoint: Path, name: str, log: Path) -> subprocess.Popen:
     env = os.environ | {"MAGVIT_JOB_MAX_ATTEMPTS": "3", "MAGVIT_WORKER_NAME": name}
-    cmd = [sys.executable, "-m", "cli.main", "worker", "--queue", url, "--checkpoint",
-           str(checkpoint), "--device", "cpu", "--metrics-port", "0", "--lease-seconds", "2",
-           "--max-batch-size", "2", "--max-wait-ms", "20"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "worker",
+        "--queue",
+        url,
+        "--checkpoint",
+        str(checkpoint),
+        "--device",
+        "cpu",
+        "--metrics-port",
+        "0",
+        "--lease-seconds",
+        "2",
+        "--max-batch-size",
+        "2",
+        "--max-wait-ms",
+        "20",
+    ]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
@@ -147,15 +160,33 @@ def test_api_replica_and_two_workers(url, redis_server, tiny_checkpoint, tmp_pat
         with httpx.Client(base_url=api.url, timeout=60) as c:
 
             def submit(n: int, steps: int) -> list[str]:
-                return [c.post("/v1/jobs", data={"task": "cg", "class_id": str(i % 3),
-                                                 "seed": str(i), "steps": str(steps),
-                                                 "format": "npz"}).json()["id"]
-                        for i in range(n)]  # fmt: skip
+                return [
+                    c.post(
+                        "/v1/jobs",
+                        data={
+                            "task": "cg",
+                            "class_id": str(i % 3),
+                            "seed": str(i),
+                            "steps": str(steps),
+                            "format": "npz",
+                        },
+                    ).json()["id"]
+                    for i in range(n)
+                ]
 
             def finish(ids: list[str]) -> list[dict]:
-                return [_wait_for(lambda i=i: (j := c.get(f"/v1/jobs/{i}").json())["status"]
-                                  in ("completed", "failed", "cancelled") and j, 120, i)
-                        for i in ids]  # fmt: skip
+                return [
+                    _wait_for(
+                        lambda i=i: (
+                            (j := c.get(f"/v1/jobs/{i}").json())["status"]
+                            in ("completed", "failed", "cancelled")
+                            and j
+                        ),
+                        120,
+                        i,
+                    )
+                    for i in ids
+                ]
 
             # Jobs spread over both workers.
             ids = submit(8, 2)
@@ -166,9 +197,13 @@ def test_api_replica_and_two_workers(url, redis_server, tiny_checkpoint, tmp_pat
 
             # A worker killed in the middle of a job: every accepted job still completes.
             ids = submit(6, 48)
-            victim = _wait_for(lambda: next((q.get(i).worker for i in ids
-                                             if q.get(i).status == "in_progress"), None),
-                               60, "a running job")  # fmt: skip
+            victim = _wait_for(
+                lambda: next(
+                    (q.get(i).worker for i in ids if q.get(i).status == "in_progress"), None
+                ),
+                60,
+                "a running job",
+            )
             pid = int(victim.rsplit("-", 1)[1])
             os.kill(pid, signal.SIGKILL)
             done = finish(ids)
@@ -200,3 +235,78 @@ def _try(fn):
         return fn()
     except Exception:
         return None
+
+
+@pytest.mark.integration
+def test_a_redis_outage_answers_503_and_recovers(tiny_checkpoint, tmp_path):
+    private = RedisServer().start()
+    api = Server(make_settings(tiny_checkpoint, tmp_path, queue_url=private.url, workers=0)).start()
+    try:
+        data = {"task": "cg", "class_id": "1", "steps": "1"}
+        assert httpx.post(f"{api.url}/v1/jobs", data=data).status_code == 202
+        private.stop()
+        start = time.monotonic()
+        r = httpx.post(f"{api.url}/v1/jobs", data=data, timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"], r.text
+        assert r.json()["error"]["type"] == "unavailable"
+        assert httpx.get(f"{api.url}/v1/jobs/x", timeout=30).status_code == 503
+        assert time.monotonic() - start < 8
+        # The event loop stays free while queue calls fail: liveness answers at once.
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            slow = [pool.submit(httpx.get, f"{api.url}/v1/jobs/x", timeout=30) for _ in range(3)]
+            t0 = time.monotonic()
+            assert httpx.get(f"{api.url}/healthz", timeout=5).status_code == 200
+            assert time.monotonic() - t0 < 0.5
+            assert all(f.result().status_code == 503 for f in slow)
+        assert httpx.get(f"{api.url}/readyz", timeout=30).status_code == 503
+        private.start()  # the same port: the API reconnects by itself
+        _wait_for(
+            lambda: httpx.post(f"{api.url}/v1/jobs", data=data, timeout=30).status_code == 202,
+            30,
+            "recovery",
+        )
+        assert httpx.get(f"{api.url}/readyz", timeout=30).status_code == 200
+    finally:
+        api.stop()
+        private.stop()
+
+
+def test_persistence_is_checked_at_start_up(redis_server, tiny_checkpoint, tmp_path, caplog):
+    from service.app import create_app
+    from service.runtime import QueueNotDurable
+
+    settings = make_settings(tiny_checkpoint, tmp_path, queue_url=redis_server.url, workers=0)
+    with caplog.at_level("WARNING"):
+        create_app(settings)
+    assert "no persistence" in caplog.text
+    strict = settings.model_copy(update={"require_durable_queue": True})
+    with pytest.raises(QueueNotDurable):
+        create_app(strict)
+
+
+def test_idempotency_keys_are_per_owner_and_per_request(url):
+    from service.queue import IdempotencyConflict
+
+    q = RedisQueue(url)
+    mine = spec(format="npz", owner="a", fingerprint="f1")
+    job, created = q.enqueue(mine, idempotency_key="k")
+    again, created_again = q.enqueue(mine, idempotency_key="k")
+    assert created and not created_again and again.id == job.id
+    theirs, created_theirs = q.enqueue(
+        spec(format="npz", owner="b", fingerprint="f1"), idempotency_key="k"
+    )
+    assert created_theirs and theirs.id != job.id and q.get(theirs.id).spec.owner == "b"
+    with pytest.raises(IdempotencyConflict):
+        q.enqueue(spec(format="npz", owner="a", fingerprint="f2"), idempotency_key="k")
+    assert q.find("a", "k").id == job.id and q.find("c", "k") is None
+    q.cancel(theirs.id)
+    assert q.counts() == {
+        "queued": 1,
+        "in_progress": 0,
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 1,
+    }
+    assert q.get(theirs.id).error_type is ErrorType.CANCELLED

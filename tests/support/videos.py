@@ -39,8 +39,11 @@ def clip(fmt: str = "mp4", frames: int = 10, size: int = 32) -> bytes:
     video = moving_bar(frames, size, size)
     if fmt in ("mp4", "webm", "gif"):
         return encode_video(video, fmt)
-    container, codec = {"avi": ("avi", "mpeg4"), "mov": ("mov", "mpeg4"),
-                        "mkv": ("matroska", "libx264")}[fmt]  # fmt: skip
+    container, codec = {
+        "avi": ("avi", "mpeg4"),
+        "mov": ("mov", "mpeg4"),
+        "mkv": ("matroska", "libx264"),
+    }[fmt]
     return encode_with(video, container, codec)
 
 
@@ -53,8 +56,12 @@ def png_image(size: int = 16) -> bytes:
 
     raw = b"".join(b"\x00" + b"\x80" * (size * 3) for _ in range(size))
     header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-            + chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def audio_only(seconds: float = 0.5) -> bytes:
