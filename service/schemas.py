@@ -66,6 +66,7 @@ class TaskList(BaseModel):
     video_shape: list[int]  # [T, H, W]
     token_shape: list[int]
     num_classes: int
+    class_names: list[str]  # what each class id means (index = class id)
     cond_frames: int
 
     @classmethod
@@ -87,5 +88,6 @@ class TaskList(BaseModel):
             video_shape=list(config.video_shape),
             token_shape=list(config.token_shape),
             num_classes=config.num_classes,
+            class_names=[config.class_name(i) for i in range(config.num_classes)],
             cond_frames=config.cond_frames,
         )

@@ -81,7 +81,13 @@ async function loadTasks() {
     label.querySelector("input").addEventListener("change", () => selectTask(task));
     box.append(label);
   }
-  $("class-id").innerHTML = Array.from({ length: state.info.num_classes }, (_, i) => `<option>${i}</option>`).join("");
+  $("class-id").innerHTML = "";
+  state.info.class_names.forEach((name, i) => {
+    const option = document.createElement("option");
+    option.value = String(i);
+    option.textContent = `${i}: ${name}`;
+    $("class-id").appendChild(option);
+  });
   const keep = state.info.tasks.find((t) => state.task && t.code === state.task.code);
   const chosen = keep || state.info.tasks[0];
   selectTask(chosen);

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import socket
 import threading
 import time
@@ -29,7 +31,10 @@ def free_port() -> int:
 def tiny_checkpoint(tmp_path_factory) -> Path:
     pipe = MagvitPipeline.random_init("tiny", seed=0)
     path = tmp_path_factory.mktemp("ckpt")
-    save_checkpoint(path, pipe.config, pipe.tokenizer.state_dict(), pipe.transformer.state_dict())
+    # Named classes, as a checkpoint trained on a folder with a manifest has them.
+    names = tuple(f"scene {i}" for i in range(pipe.config.num_classes))
+    config = dataclasses.replace(pipe.config, class_names=names)
+    save_checkpoint(path, config, pipe.tokenizer.state_dict(), pipe.transformer.state_dict())
     return path
 
 

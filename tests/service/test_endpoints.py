@@ -50,6 +50,7 @@ def test_task_list_health_and_openapi(client):
     info = client.get("/v1/tasks").json()
     assert [t["code"] for t in info["tasks"]] == list(TASK_CODES)
     assert info["video_shape"] == [8, 16, 16]
+    assert info["class_names"][3] == "scene 3" and len(info["class_names"]) == info["num_classes"]
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
     schema = client.get("/openapi.json").json()

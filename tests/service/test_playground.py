@@ -44,6 +44,9 @@ def browser():
 def test_run_a_task_and_see_errors(browser, server):
     page = browser.new_page(bypass_csp=True)  # the test polls with eval; the page needs none
     page.goto(server.url + "/")
+    page.click("label[data-code=cg]")
+    page.wait_for_selector("#class-row:not([hidden])")
+    assert page.inner_text("#class-id option[value='3']") == "3: scene 3"  # classes by name
     page.click("label[data-code=opc]")
     clip = videos.clip("webm", frames=10)
     page.set_input_files(
