@@ -15,11 +15,19 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on held-out clips")
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped one")
     p.add_argument("--data", default="synthetic", help="'synthetic' or a folder of videos")
-    p.add_argument("--split", default="eval", choices=("eval", "all"),
-                   help="a folder's held-out windows, or windows of all its videos (a folder of "
-                   "clips the model never saw)")
-    p.add_argument("--frame-stride", type=int, default=None,
-                   help="frames between a clip's frames (default: the folder's manifest, else 1)")
+    p.add_argument(
+        "--split",
+        default="eval",
+        choices=("eval", "all"),
+        help="a folder's held-out windows, or windows of all its videos (a folder of "
+        "clips the model never saw)",
+    )
+    p.add_argument(
+        "--frame-stride",
+        type=int,
+        default=None,
+        help="frames between a clip's frames (default: the folder's manifest, else 1)",
+    )
     p.add_argument("--num-clips", type=int, default=32)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
@@ -49,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         ckpt = load_checkpoint(path)
         split = "eval" if args.data == "synthetic" else args.split
-        dataset = make_dataset(args.data, ckpt.config, split, num_clips=args.num_clips,
-                               frame_stride=args.frame_stride)
+        dataset = make_dataset(
+            args.data, ckpt.config, split, num_clips=args.num_clips, frame_stride=args.frame_stride
+        )
         if ckpt.transformer_state is None:  # a tokenizer checkpoint: its reconstructions alone
             if args.tasks or args.samples:
                 raise CliError(f"{path} holds a tokenizer only: --tasks and --samples need a "

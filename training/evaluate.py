@@ -130,8 +130,14 @@ def evaluate(pipe: MagvitPipeline, dataset, num_clips: int, seed: int = 0,
             task = get_task(code)
             # Generated once without pasting (the official evaluation's output); the service's
             # default pastes the condition pixels back, which changes only the kept region.
-            out = pipe.generate(code, video if task.needs_video else None, labels, seeds,
-                                options, paste_condition=False)
+            out = pipe.generate(
+                code,
+                video if task.needs_video else None,
+                labels,
+                seeds,
+                options,
+                paste_condition=False,
+            )
             if not task.needs_video:
                 continue
             kept = task.pixel_mask(t, h, w, cfg.cond_frames)
