@@ -245,3 +245,37 @@ def test_a_2d_tokenizer_trains_on_frames_and_inflates_into_3d(film: Path, tmp_pa
                 config="tiny-2d", steps=2, out=str(tmp_path / "g"), data=str(film), adv_start=0
             )
         )
+
+
+def test_a_transformer_trained_on_a_folder_records_its_class_names(film: Path, tmp_path: Path):
+    from models.checkpoint import read_config
+    from training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
+    from training.transformer_trainer import TransformerTrainConfig, train_transformer
+
+    names = tuple(f"scene {i}" for i in range(TINY.num_classes))
+    spec = VideoSpec(train=((0.0, 5.0),), eval=((6.0, 10.0),), classes=((0.0, 0), (5.0, 1)))
+    (film / MANIFEST).write_text(Manifest(names, 2, {"a.mp4": spec}).to_json())
+    tok = train_tokenizer(
+        TokenizerTrainConfig(
+            config="tiny",
+            data=str(film),
+            steps=1,
+            batch_size=2,
+            adv_start=1,
+            out=str(tmp_path / "t"),
+        )
+    )
+    out = train_transformer(
+        TransformerTrainConfig(
+            config="tiny",
+            tokenizer=str(tok),
+            data=str(film),
+            steps=1,
+            batch_size=2,
+            cache_clips=4,
+            out=str(tmp_path / "m"),
+        )
+    )
+    config, _ = read_config(out)
+    assert config.class_names == names and config.frame_stride == 2
+    assert config.class_name(3) == "scene 3"

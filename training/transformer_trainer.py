@@ -151,12 +151,17 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
         raise KeyError(f"the tokenizer in {cfg.tokenizer} is not the one of preset {cfg.config!r}")
     tasks = parse_tasks(cfg.tasks, config.tasks)
     config = dataclasses.replace(config, tasks=tasks)
+    dataset = make_dataset(cfg.data, config, "train")
+    # The checkpoint says what its classes mean and at what frame rate it learnt motion.
+    names = tuple(getattr(dataset, "class_names", ()))
+    if len(names) == config.num_classes:
+        config = dataclasses.replace(config, class_names=names)
+    config = dataclasses.replace(config, frame_stride=getattr(dataset, "frame_stride", 1))
     out = Path(cfg.out)
     log = MetricsLog(out / "metrics.jsonl")
 
     def build():
         tokenizer = load_tokenizer(tok_ckpt)
-        dataset = make_dataset(cfg.data, config, "train")
         return build_token_cache(tokenizer, config, dataset, tasks, cfg.cache_clips,
                                  device=info.device, show_progress=info.is_main,
                                  workers=cfg.workers)  # fmt: skip
