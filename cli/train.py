@@ -38,6 +38,23 @@ def add_parser(sub) -> None:
         k = kinds.add_parser(kind, help=_HELP[kind])
         _add_fields(k, cls, skip=())
         k.set_defaults(run=run, config_cls=cls)
+    snap = kinds.add_parser("snapshot", help="a small resumable copy of a run (fp16, no optimizer)")
+    snap.add_argument("--from", dest="source", required=True, help="the run's output directory")
+    snap.add_argument("--out", required=True, help="where to write it (replaces what is there)")
+    snap.set_defaults(run=run_snapshot)
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from training.common import write_snapshot
+
+    try:
+        out = write_snapshot(Path(args.source), Path(args.out))
+    except FileNotFoundError as err:
+        raise CliError(str(err)) from None
+    print(f"wrote {out}: copy it into a run directory and run the same command to resume")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -279,3 +279,36 @@ def test_a_transformer_trained_on_a_folder_records_its_class_names(film: Path, t
     config, _ = read_config(out)
     assert config.class_names == names and config.frame_stride == 2
     assert config.class_name(3) == "scene 3"
+
+
+def test_a_snapshot_is_small_and_resumes_at_its_step(film: Path, tmp_path: Path):
+    import shutil
+
+    from cli.main import main
+    from training.common import STATE_JSON, STATE_TENSORS
+    from training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
+
+    run = tmp_path / "run"
+    cfg = TokenizerTrainConfig(
+        config="tiny",
+        data=str(film),
+        steps=4,
+        stop_at=2,
+        batch_size=2,
+        adv_start=4,
+        checkpoint_every=2,
+        out=str(run),
+    )
+    train_tokenizer(cfg)
+    assert main(["train", "snapshot", "--from", str(run), "--out", str(tmp_path / "snap")]) == 0
+    snap = tmp_path / "snap"
+    assert (snap / STATE_TENSORS).stat().st_size < 0.5 * (run / STATE_TENSORS).stat().st_size
+    assert json.loads((snap / STATE_JSON).read_text())["optimizers"] == {}
+    assert (snap / "config.json").is_file() and (snap / "metrics.jsonl").is_file()
+    resumed = tmp_path / "resumed"
+    shutil.copytree(snap, resumed)
+    train_tokenizer(TokenizerTrainConfig(**{**cfg.__dict__, "stop_at": None, "out": str(resumed)}))
+    steps = [json.loads(line).get("step") for line in (resumed / "metrics.jsonl").open()]
+    assert json.loads((resumed / STATE_JSON).read_text())["step"] == 4
+    assert [s for s in steps if s is not None and s >= 2] == [2, 3]  # went on from step 2
+    assert main(["train", "snapshot", "--from", str(tmp_path / "none"), "--out", str(snap)]) == 2

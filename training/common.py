@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,11 +182,39 @@ def load_training_state(
                                 if k.startswith(prefix)})  # fmt: skip
     for name, ema in emas.items():
         prefix = f"ema/{name}/"
-        for k in ema.shadow:
-            ema.shadow[k] = tensors[prefix + k].to(ema.shadow[k].device)
+        for k, v in ema.shadow.items():
+            ema.shadow[k] = tensors[prefix + k].to(v.device, v.dtype)
     for name, opt in optimizers.items():
-        _load_optimizer(name, opt, tensors, meta["optimizers"][name])
+        if name in meta["optimizers"]:  # a snapshot has none: the optimizer starts afresh
+            _load_optimizer(name, opt, tensors, meta["optimizers"][name])
     return meta
+
+
+def write_snapshot(run: Path, out: Path) -> Path:
+    """A small copy of a run to carry to another machine: its files (checkpoint, metrics,
+    pictures) and a training state whose weights and EMA are fp16 and which holds no optimizer
+    state. Copied back into a run directory, the trainer resumes from it at the same step, with
+    fresh optimizer moments."""
+    if not has_training_state(run):
+        raise FileNotFoundError(f"{run} holds no training state")
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():  # one snapshot replaces the last
+        if old.is_file():
+            old.unlink()
+    for f in run.iterdir():
+        if f.is_file() and f.name not in (STATE_TENSORS, STATE_JSON) and not f.name.startswith("."):
+            shutil.copy2(f, out / f.name)
+    tensors = load_file(str(run / STATE_TENSORS))
+    small = {
+        k: (v.half() if v.is_floating_point() else v)
+        for k, v in tensors.items()
+        if not k.startswith("optim/")
+    }
+    save_file(small, str(out / STATE_TENSORS))
+    meta = json.loads((run / STATE_JSON).read_text())
+    meta["optimizers"] = {}
+    (out / STATE_JSON).write_text(json.dumps(meta, indent=1))
+    return out
 
 
 def has_training_state(directory: Path) -> bool:
