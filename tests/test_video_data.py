@@ -312,3 +312,13 @@ def test_a_snapshot_is_small_and_resumes_at_its_step(film: Path, tmp_path: Path)
     assert json.loads((resumed / STATE_JSON).read_text())["step"] == 4
     assert [s for s in steps if s is not None and s >= 2] == [2, 3]  # went on from step 2
     assert main(["train", "snapshot", "--from", str(tmp_path / "none"), "--out", str(snap)]) == 2
+
+
+def test_the_tokenizer_trainer_refuses_a_bad_perceptual_setting(tmp_path: Path):
+    from training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
+
+    base = dict(config="tiny", steps=1, batch_size=2, out=str(tmp_path / "r"))
+    with pytest.raises(ValueError, match="perceptual kind"):
+        train_tokenizer(TokenizerTrainConfig(perceptual_kind="alexnet", **base))
+    with pytest.raises(FileNotFoundError):  # a missing weights file is not a silent "off"
+        train_tokenizer(TokenizerTrainConfig(perceptual_weights=str(tmp_path / "no"), **base))

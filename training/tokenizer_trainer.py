@@ -54,6 +54,9 @@ class TokenizerTrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    # The official perceptual loss is the L2 of ResNet-50 ImageNet logits ("resnet50"); "vgg16"
+    # is the LPIPS-style one. Weights by path (safetensors, torchvision names); none: off.
+    perceptual_kind: str = "resnet50"
     perceptual_weights: str | None = None
     perceptual_weight: float = 0.1
     adv_weight: float = 0.1
@@ -131,11 +134,11 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     restart_every = 0 if cfg.decoder_only else cfg.restart_every  # the codebook is frozen
     restarts = CodeRestarts(model_cfg.tokenizer.codebook_size, restart_every, cfg.restart_after,
                             cfg.seed)  # fmt: skip
-    perceptual = None
-    if cfg.perceptual_weights and Path(cfg.perceptual_weights).is_file():
-        from training.perceptual import PerceptualLoss
+    from training.perceptual import make_perceptual_loss
 
-        perceptual = PerceptualLoss(cfg.perceptual_weights).to(info.device)
+    perceptual = make_perceptual_loss(cfg.perceptual_kind, cfg.perceptual_weights)
+    if perceptual is not None:
+        perceptual = perceptual.to(info.device)
 
     modules = {"tokenizer": tokenizer, "discriminator": disc}
     optimizers = {"tokenizer": opt, "discriminator": disc_opt}
@@ -152,7 +155,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
                  "world_size": info.world_size, "gan": use_gan,
                  "perceptual": perceptual is not None}  # fmt: skip
         if perceptual is None:
-            print("perceptual loss: off (no VGG weights given by --perceptual-weights)")
+            print("perceptual loss: off (no weights given by --perceptual-weights)")
         log.write(notes)
 
     train_model = wrap_ddp(tokenizer, info)
@@ -184,8 +187,12 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
             loss = rec_loss + q["commitment"] + q["codebook"] + entropy_weight * q["entropy"]
             metrics = {"recon": rec_loss, "quantizer": result.losses["quantizer"],
                        "entropy": result.losses["entropy"]}  # fmt: skip
-            if perceptual is not None:
-                p = perceptual(recon, video)
+            if perceptual is not None:  # per frame; a 2D model's frames are 1-frame clips
+                p = (
+                    perceptual(recon.unsqueeze(2), video.unsqueeze(2))
+                    if image_model
+                    else perceptual(recon, video)
+                )
                 loss = loss + cfg.perceptual_weight * p
                 metrics["perceptual"] = p
             if gan_on:
