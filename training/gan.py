@@ -74,13 +74,18 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 def lecam_loss(
     real_logits: torch.Tensor, fake_logits: torch.Tensor, ema_real: float, ema_fake: float
 ) -> torch.Tensor:
-    """LeCam regularisation: mean(relu(D(real) - ema_fake)^2) + mean(relu(ema_real - D(fake))^2)."""
-    return (F.relu(real_logits - ema_fake).pow(2).mean()
-            + F.relu(ema_real - fake_logits).pow(2).mean())  # fmt: skip
+    """LeCam regularisation as the official trainer computes it: on the batch means of the
+    discriminator's outputs, relu(mean D(real) - ema_fake)^2 + relu(ema_real - mean D(fake))^2.
+    (The per-sample form penalises every outlier logit; the official one only the batch's drift
+    away from the other side's anchor.)"""
+    real_pred, fake_pred = real_logits.mean(), fake_logits.mean()
+    return F.relu(real_pred - ema_fake).pow(2) + F.relu(ema_real - fake_pred).pow(2)
 
 
 class LeCamEMA:
-    """EMAs of the discriminator's mean outputs on real and fake data."""
+    """EMAs of the discriminator's mean outputs on real and fake data (the LeCam anchors). The
+    official trainer starts them at 0 and decays them with the generator EMA's decay (0.999),
+    updating after the step's loss is computed."""
 
     def __init__(self, decay: float = 0.999) -> None:
         self.decay = decay
