@@ -21,7 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--choice-temperature", type=float, default=4.5)
-    p.add_argument("--guidance-scale", type=float, default=0.0)
+    p.add_argument("--guidance-scale", type=float, default=0.0,
+                   help="classifier-free guidance s in c + s(c - u), as the official code; "
+                        "0 (default) is off")  # fmt: skip
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--fps", type=int, default=8, help="frame rate of the output")
     p.add_argument("--no-paste", action="store_true", help="do not paste condition pixels back")

@@ -30,7 +30,10 @@ class DecodeOptions:
     # 4.5 is the official UCF-101 class-conditional setting (BAIR frame prediction uses 400).
     choice_temperature: float = 4.5
     top_k: int | None = None
-    # Classifier-free guidance weight w: logits_u + w * (logits_c - logits_u); 0 disables it.
+    # Classifier-free guidance scale s, as the official code: logits = c + s * (c - u), where c
+    # is the conditional pass and u the unconditional one (class token, task token and condition
+    # tokens replaced by [MASK]). s = 0 is plain conditional decoding (the default: off); s = 1
+    # is twice as far from u as c is. Not the diffusion convention u + w (c - u): w = s + 1.
     guidance_scale: float = 0.0
 
     def __post_init__(self) -> None:
@@ -65,6 +68,35 @@ def _codebook_logits(
     return logits[:, NUM_PREFIX_TOKENS:, :k].float()  # only codebook tokens are ever sampled
 
 
+def unconditional_input(
+    vocab: Vocabulary, ids: torch.Tensor, segments: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unconditional branch of guidance, as the official code: the task token, the class
+    token and every condition token (segment 1) become [MASK], with segment 0. ids, segments
+    [B, L]; sampled tokens already decided stay, so both branches see the same canvas."""
+    drop = segments.bool()
+    drop[:, :NUM_PREFIX_TOKENS] = True
+    return ids.masked_fill(drop, vocab.mask_id), torch.zeros_like(segments)
+
+
+def guided_logits(
+    transformer: nn.Module,
+    vocab: Vocabulary,
+    ids: torch.Tensor,
+    segments: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Codebook logits [B, N, K] with classifier-free guidance c + scale * (c - u): both
+    branches in one forward pass over the batch [c; u] of 2B sequences."""
+    k = vocab.codebook_size
+    if scale == 0:
+        return _codebook_logits(transformer, ids, segments, k)
+    ids_u, segs_u = unconditional_input(vocab, ids, segments)
+    both = _codebook_logits(transformer, torch.cat([ids, ids_u]), torch.cat([segments, segs_u]), k)
+    c, u = both.chunk(2)
+    return c + scale * (c - u)
+
+
 @torch.no_grad()
 def decode(
     transformer: nn.Module,
@@ -89,19 +121,13 @@ def decode(
     cond_mask = cond_mask.to(device).expand(b, n)
     masked_fill = torch.where(cond_mask, cond_tokens, torch.full_like(cond_tokens, vocab.mask_id))
     cls = class_tokens(vocab, class_ids, device)
-    uncond = class_tokens(vocab, [None] * b, device)
-    guided = options.guidance_scale != 0 and any(c is not None for c in class_ids)
 
     tokens = masked_fill
     undecided = torch.ones(b, n, dtype=torch.bool, device=device)
     for step in range(options.steps):
         segments = (undecided & cond_mask).long()
         ids, segs = build_sequence(vocab, task_index, cls, tokens, segments)
-        logits = _codebook_logits(transformer, ids, segs, k)  # [B, N, K]
-        if guided:
-            ids_u, _ = build_sequence(vocab, task_index, uncond, tokens, segments)
-            logits_u = _codebook_logits(transformer, ids_u, segs, k)
-            logits = logits_u + options.guidance_scale * (logits - logits_u)
+        logits = guided_logits(transformer, vocab, ids, segs, options.guidance_scale)  # [B,N,K]
         if options.top_k is not None and options.top_k < k:
             kth = logits.topk(options.top_k, dim=-1).values[..., -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))

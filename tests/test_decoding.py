@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from models.config import Vocabulary
-from models.decoding import DecodeOptions, decode
+from models.decoding import DecodeOptions, decode, guided_logits
 from models.schedule import MaskSchedule
 
 VOCAB = Vocabulary(codebook_size=16, num_classes=3, num_tasks=10)
@@ -90,11 +90,26 @@ def test_batch_mates_do_not_change_a_sample():
     assert torch.equal(alone[0], together[1])
 
 
-def test_guidance_uses_unconditional_branch():
+def test_guidance_is_the_official_operator_in_one_batched_pass():
     _, plain = _run([0], classes=[1])
     _, guided = _run([0], classes=[1], options=DecodeOptions(guidance_scale=2.0))
-    assert len(plain.calls) == 12 and len(guided.calls) == 24
-    assert guided.calls[1][0, 1] == VOCAB.class_token(None)
+    # One forward pass a step, over [conditional; unconditional].
+    assert len(plain.calls) == 12 and len(guided.calls) == 12
+    first = guided.calls[0]
+    assert first.shape[0] == 2 and torch.equal(first[0], plain.calls[0][0])
+    # The unconditional half drops the task token, the class token and the condition tokens.
+    assert (first[1] == VOCAB.mask_id).all()
+    # c + s (c - u) on the logits of each branch run alone.
+    model = TableTransformer()
+    ids = plain.calls[0]
+    segs = torch.zeros_like(ids)
+    segs[:, 2:8] = 1
+    ids_u = torch.full_like(ids, VOCAB.mask_id)
+    c = model(ids, segs)[:, 2:, :16]
+    u = model(ids_u, torch.zeros_like(segs))[:, 2:, :16]
+    got = guided_logits(model, VOCAB, ids, segs, 2.0)
+    assert torch.allclose(got, c + 2.0 * (c - u), atol=1e-5)
+    assert len(model.calls) == 3  # two reference calls, one for the guided logits
 
 
 def test_top_k_one_without_choice_noise_is_greedy():
