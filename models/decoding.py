@@ -4,7 +4,7 @@ Shapes: B batch, N video tokens, K codebook size, L = N + 2 sequence length.
 
 Start from the multivariate mask: condition-region positions hold condition tokens (segment 1),
 the others [MASK]. Each step samples every undecided position, scores it by its log-probability
-plus annealed Gumbel noise, and re-masks the lowest-scoring ones according to the cosine schedule,
+plus annealed Gumbel noise, and re-masks the lowest-scoring ones according to the mask schedule,
 refilling condition-region positions with condition tokens. The last step decides everything, so
 condition tokens are refined, not copied.
 """
@@ -35,14 +35,33 @@ class DecodeOptions:
     # tokens replaced by [MASK]). s = 0 is plain conditional decoding (the default: off); s = 1
     # is twice as far from u as c is. Not the diffusion convention u + w (c - u): w = s + 1.
     guidance_scale: float = 0.0
+    # The mask schedule by its official name (models.schedule): cosine, exp, uniform/linear,
+    # log or powP.
+    schedule: str = "cosine"
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> DecodeOptions:
+        """A named set of official decoding settings (`DECODE_PRESETS`), fields overridable."""
+        if name not in DECODE_PRESETS:
+            raise ValueError(f"unknown decoding preset {name!r}; known: {sorted(DECODE_PRESETS)}")
+        return cls(**{**DECODE_PRESETS[name], **overrides})
 
     def __post_init__(self) -> None:
+        MaskSchedule(self.schedule)  # raises on an unknown schedule
         if self.steps < 1:
             raise ValueError("steps must be at least 1")
         if self.temperature < 0 or self.choice_temperature < 0:
             raise ValueError("temperatures must be non-negative")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError("top_k must be at least 1")
+
+
+# The official evaluation settings. "ucf-cg" is this project's default (cosine, 4.5).
+DECODE_PRESETS: dict[str, dict] = {
+    "ucf-cg": {"schedule": "cosine", "choice_temperature": 4.5},
+    # BAIR frame prediction as the official evaluation decodes it.
+    "bair-fp": {"schedule": "exp", "choice_temperature": 400.0},
+}
 
 
 @dataclass
@@ -108,7 +127,7 @@ def decode(
     seeds: Sequence[int],
     options: DecodeOptions = DecodeOptions(),
     progress: ProgressFn | None = None,
-    schedule: MaskSchedule = MaskSchedule(),
+    schedule: MaskSchedule | None = None,
 ) -> torch.Tensor:
     """Generate video tokens [B, N] given condition tokens [B, N] and the condition region
     `cond_mask` [B, N] (True = condition). One seed per batch element."""
@@ -117,6 +136,8 @@ def decode(
     device = cond_tokens.device
     if len(seeds) != b or len(class_ids) != b:
         raise ValueError("need one seed and one class id per batch element")
+    if schedule is None:
+        schedule = MaskSchedule(options.schedule)
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     cond_mask = cond_mask.to(device).expand(b, n)
     masked_fill = torch.where(cond_mask, cond_tokens, torch.full_like(cond_tokens, vocab.mask_id))

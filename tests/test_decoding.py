@@ -128,3 +128,24 @@ def test_options_validate():
         DecodeOptions(steps=0)
     with pytest.raises(ValueError):
         DecodeOptions(top_k=0)
+
+
+def test_schedule_option_sets_the_masked_counts():
+    infos = []
+    _run([0], progress=infos.append, options=DecodeOptions(steps=4, schedule="exp"))
+    # exp with N = 24: floor(24 * (1 - 24^-(1 - s/4))) after steps 1..3, then 0.
+    want = [int(24 * (1 - 24 ** -(1 - s / 4))) for s in (1, 2, 3)] + [0]
+    assert [int(i.undecided.sum()) for i in infos] == want
+    cosine = []
+    _run([0], progress=cosine.append, options=DecodeOptions(steps=4))
+    assert [int(i.undecided.sum()) for i in cosine] != want
+
+
+def test_bair_preset_and_unknown_names():
+    bair = DecodeOptions.preset("bair-fp")
+    assert (bair.schedule, bair.choice_temperature) == ("exp", 400.0)
+    assert DecodeOptions.preset("bair-fp", steps=3).steps == 3
+    with pytest.raises(ValueError):
+        DecodeOptions.preset("nope")
+    with pytest.raises(ValueError):
+        DecodeOptions(schedule="nope")
