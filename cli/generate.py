@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
                    help="classifier-free guidance s in c + s(c - u), as the official code; "
                         "0 (default) is off")  # fmt: skip
     p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
     p.add_argument("--fps", type=int, default=8, help="frame rate of the output")
     p.add_argument("--no-paste", action="store_true", help="do not paste condition pixels back")
     src = p.add_mutually_exclusive_group()
@@ -63,6 +64,7 @@ def decode_options(args: argparse.Namespace):
     from models.decoding import DecodeOptions
 
     fields = {"steps": args.steps, "temperature": args.temperature, "top_k": args.top_k,
+              "top_p": args.top_p,
               "guidance_scale": args.guidance_scale}  # fmt: skip
     for name in ("choice_temperature", "schedule"):
         if getattr(args, name) is not None:

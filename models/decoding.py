@@ -18,7 +18,12 @@ import torch
 from torch import nn
 
 from models.config import Vocabulary
-from models.kernels.sampling import fused_sampling_step, gumbel_noise, remask_lowest
+from models.kernels.sampling import (
+    fused_sampling_step,
+    gumbel_noise,
+    remask_lowest,
+    sampling_filter,
+)
 from models.schedule import MaskSchedule
 from models.sequence import NUM_PREFIX_TOKENS, build_sequence, class_tokens
 
@@ -29,7 +34,10 @@ class DecodeOptions:
     temperature: float = 1.0
     # 4.5 is the official UCF-101 class-conditional setting (BAIR frame prediction uses 400).
     choice_temperature: float = 4.5
+    # top-k / top-p restrict which tokens are drawn; the confidence used for re-masking stays
+    # the log-prob under the full distribution (the official code does not renormalise it).
     top_k: int | None = None
+    top_p: float | None = None
     # Classifier-free guidance scale s, as the official code: logits = c + s * (c - u), where c
     # is the conditional pass and u the unconditional one (class token, task token and condition
     # tokens replaced by [MASK]). s = 0 is plain conditional decoding (the default: off); s = 1
@@ -54,6 +62,8 @@ class DecodeOptions:
             raise ValueError("temperatures must be non-negative")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError("top_k must be at least 1")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
 
 
 # The official evaluation settings. "ucf-cg" is this project's default (cosine, 4.5).
@@ -149,9 +159,7 @@ def decode(
         segments = (undecided & cond_mask).long()
         ids, segs = build_sequence(vocab, task_index, cls, tokens, segments)
         logits = guided_logits(transformer, vocab, ids, segs, options.guidance_scale)  # [B,N,K]
-        if options.top_k is not None and options.top_k < k:
-            kth = logits.topk(options.top_k, dim=-1).values[..., -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
+        allowed = sampling_filter(logits, options.temperature, options.top_k, options.top_p)
 
         annealed = options.choice_temperature * (1.0 - (step + 1) / options.steps)
         sampled, _, score = fused_sampling_step(
@@ -162,6 +170,7 @@ def decode(
             choice_temperature=annealed,
             gumbel_sample=_noise(generators, (n, k), device).reshape(b * n, k),
             gumbel_choice=_noise(generators, (n,), device).reshape(b * n),
+            allowed=None if allowed is None else allowed.reshape(b * n, k),
         )
         sampled, score = sampled.view(b, n), score.view(b, n)
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from models.config import Vocabulary
 from models.decoding import DecodeOptions, decode, guided_logits
+from models.kernels.sampling import sampling_filter, sampling_step
 from models.schedule import MaskSchedule
 
 VOCAB = Vocabulary(codebook_size=16, num_classes=3, num_tasks=10)
@@ -149,3 +150,43 @@ def test_bair_preset_and_unknown_names():
         DecodeOptions.preset("nope")
     with pytest.raises(ValueError):
         DecodeOptions(schedule="nope")
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert sampling_filter(logits, 1.0, None, 0.5).tolist() == [[True, False, False, False]]
+    assert sampling_filter(logits, 1.0, None, 0.8).tolist() == [[True, True, False, False]]
+    assert sampling_filter(logits, 1.0, None, 0.81).tolist() == [[True, True, True, False]]
+    assert sampling_filter(logits, 1.0, None, 1.0) is None
+    # top-k and top-p together: the intersection.
+    assert sampling_filter(logits, 1.0, 1, 0.9).tolist() == [[True, False, False, False]]
+
+
+def test_top_k_and_top_p_do_not_renormalise_the_confidence():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 16, generator=g)
+    tokens = torch.zeros(50, dtype=torch.long)
+    known = torch.zeros(50, dtype=torch.bool)
+    for allowed in (sampling_filter(logits, 1.0, 3, None), sampling_filter(logits, 1.0, None, 0.5)):
+        ids, log_prob, _ = sampling_step(logits, tokens, known, 1.0, 0.0, generator=g,
+                                         allowed=allowed)  # fmt: skip
+        assert allowed.gather(1, ids[:, None]).all()  # only allowed tokens are drawn
+        full = torch.log_softmax(logits, -1).gather(1, ids[:, None]).squeeze(1)
+        assert torch.allclose(log_prob, full)  # under the full distribution
+
+
+def test_decoding_passes_full_logits_with_top_k(monkeypatch):
+    import models.decoding as decoding
+
+    seen = []
+    real = decoding.fused_sampling_step
+
+    def spy(logits, *args, **kwargs):
+        seen.append((logits, kwargs["allowed"]))
+        return real(logits, *args, **kwargs)
+
+    monkeypatch.setattr(decoding, "fused_sampling_step", spy)
+    _run([0], options=DecodeOptions(top_k=2, top_p=0.9))
+    logits, allowed = seen[0]
+    assert torch.isfinite(logits).all()  # not filtered: the confidence sees every token
+    assert (allowed.sum(1) <= 2).all() and (allowed.sum(1) >= 1).all()
