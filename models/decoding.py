@@ -4,7 +4,7 @@ Shapes: B batch, N video tokens, K codebook size, L = N + 2 sequence length.
 
 Start from the multivariate mask: condition-region positions hold condition tokens (segment 1),
 the others [MASK]. Each step samples every undecided position, scores it by its log-probability
-plus annealed Gumbel noise, and re-masks the lowest-scoring ones according to the cosine schedule,
+plus annealed Gumbel noise, and re-masks the lowest-scoring ones according to the mask schedule,
 refilling condition-region positions with condition tokens. The last step decides everything, so
 condition tokens are refined, not copied.
 """
@@ -18,7 +18,12 @@ import torch
 from torch import nn
 
 from models.config import Vocabulary
-from models.kernels.sampling import fused_sampling_step, gumbel_noise, remask_lowest
+from models.kernels.sampling import (
+    fused_sampling_step,
+    gumbel_noise,
+    remask_lowest,
+    sampling_filter,
+)
 from models.schedule import MaskSchedule
 from models.sequence import NUM_PREFIX_TOKENS, build_sequence, class_tokens
 
@@ -29,17 +34,44 @@ class DecodeOptions:
     temperature: float = 1.0
     # 4.5 is the official UCF-101 class-conditional setting (BAIR frame prediction uses 400).
     choice_temperature: float = 4.5
+    # top-k / top-p restrict which tokens are drawn; the confidence used for re-masking stays
+    # the log-prob under the full distribution (the official code does not renormalise it).
     top_k: int | None = None
-    # Classifier-free guidance weight w: logits_u + w * (logits_c - logits_u); 0 disables it.
+    top_p: float | None = None
+    # Classifier-free guidance scale s, as the official code: logits = c + s * (c - u), where c
+    # is the conditional pass and u the unconditional one (class token, task token and condition
+    # tokens replaced by [MASK]). s = 0 is plain conditional decoding (the default: off); s = 1
+    # is twice as far from u as c is. Not the diffusion convention u + w (c - u): w = s + 1.
     guidance_scale: float = 0.0
+    # The mask schedule by its official name (models.schedule): cosine, exp, uniform/linear,
+    # log or powP.
+    schedule: str = "cosine"
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> DecodeOptions:
+        """A named set of official decoding settings (`DECODE_PRESETS`), fields overridable."""
+        if name not in DECODE_PRESETS:
+            raise ValueError(f"unknown decoding preset {name!r}; known: {sorted(DECODE_PRESETS)}")
+        return cls(**{**DECODE_PRESETS[name], **overrides})
 
     def __post_init__(self) -> None:
+        MaskSchedule(self.schedule)  # raises on an unknown schedule
         if self.steps < 1:
             raise ValueError("steps must be at least 1")
         if self.temperature < 0 or self.choice_temperature < 0:
             raise ValueError("temperatures must be non-negative")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError("top_k must be at least 1")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+
+
+# The official evaluation settings. "ucf-cg" is this project's default (cosine, 4.5).
+DECODE_PRESETS: dict[str, dict] = {
+    "ucf-cg": {"schedule": "cosine", "choice_temperature": 4.5},
+    # BAIR frame prediction as the official evaluation decodes it.
+    "bair-fp": {"schedule": "exp", "choice_temperature": 400.0},
+}
 
 
 @dataclass
@@ -65,6 +97,35 @@ def _codebook_logits(
     return logits[:, NUM_PREFIX_TOKENS:, :k].float()  # only codebook tokens are ever sampled
 
 
+def unconditional_input(
+    vocab: Vocabulary, ids: torch.Tensor, segments: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unconditional branch of guidance, as the official code: the task token, the class
+    token and every condition token (segment 1) become [MASK], with segment 0. ids, segments
+    [B, L]; sampled tokens already decided stay, so both branches see the same canvas."""
+    drop = segments.bool()
+    drop[:, :NUM_PREFIX_TOKENS] = True
+    return ids.masked_fill(drop, vocab.mask_id), torch.zeros_like(segments)
+
+
+def guided_logits(
+    transformer: nn.Module,
+    vocab: Vocabulary,
+    ids: torch.Tensor,
+    segments: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Codebook logits [B, N, K] with classifier-free guidance c + scale * (c - u): both
+    branches in one forward pass over the batch [c; u] of 2B sequences."""
+    k = vocab.codebook_size
+    if scale == 0:
+        return _codebook_logits(transformer, ids, segments, k)
+    ids_u, segs_u = unconditional_input(vocab, ids, segments)
+    both = _codebook_logits(transformer, torch.cat([ids, ids_u]), torch.cat([segments, segs_u]), k)
+    c, u = both.chunk(2)
+    return c + scale * (c - u)
+
+
 @torch.no_grad()
 def decode(
     transformer: nn.Module,
@@ -76,7 +137,7 @@ def decode(
     seeds: Sequence[int],
     options: DecodeOptions = DecodeOptions(),
     progress: ProgressFn | None = None,
-    schedule: MaskSchedule = MaskSchedule(),
+    schedule: MaskSchedule | None = None,
 ) -> torch.Tensor:
     """Generate video tokens [B, N] given condition tokens [B, N] and the condition region
     `cond_mask` [B, N] (True = condition). One seed per batch element."""
@@ -85,26 +146,20 @@ def decode(
     device = cond_tokens.device
     if len(seeds) != b or len(class_ids) != b:
         raise ValueError("need one seed and one class id per batch element")
+    if schedule is None:
+        schedule = MaskSchedule(options.schedule)
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     cond_mask = cond_mask.to(device).expand(b, n)
     masked_fill = torch.where(cond_mask, cond_tokens, torch.full_like(cond_tokens, vocab.mask_id))
     cls = class_tokens(vocab, class_ids, device)
-    uncond = class_tokens(vocab, [None] * b, device)
-    guided = options.guidance_scale != 0 and any(c is not None for c in class_ids)
 
     tokens = masked_fill
     undecided = torch.ones(b, n, dtype=torch.bool, device=device)
     for step in range(options.steps):
         segments = (undecided & cond_mask).long()
         ids, segs = build_sequence(vocab, task_index, cls, tokens, segments)
-        logits = _codebook_logits(transformer, ids, segs, k)  # [B, N, K]
-        if guided:
-            ids_u, _ = build_sequence(vocab, task_index, uncond, tokens, segments)
-            logits_u = _codebook_logits(transformer, ids_u, segs, k)
-            logits = logits_u + options.guidance_scale * (logits - logits_u)
-        if options.top_k is not None and options.top_k < k:
-            kth = logits.topk(options.top_k, dim=-1).values[..., -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits = guided_logits(transformer, vocab, ids, segs, options.guidance_scale)  # [B,N,K]
+        allowed = sampling_filter(logits, options.temperature, options.top_k, options.top_p)
 
         annealed = options.choice_temperature * (1.0 - (step + 1) / options.steps)
         sampled, _, score = fused_sampling_step(
@@ -115,6 +170,7 @@ def decode(
             choice_temperature=annealed,
             gumbel_sample=_noise(generators, (n, k), device).reshape(b * n, k),
             gumbel_choice=_noise(generators, (n,), device).reshape(b * n),
+            allowed=None if allowed is None else allowed.reshape(b * n, k),
         )
         sampled, score = sampled.view(b, n), score.view(b, n)
 

@@ -2,13 +2,20 @@
 
 Shapes: B batch, N video tokens (t * h * w, flattened in t, h, w order).
 
-Training (spec section 6): r = cos(pi/2 * u), u ~ U[0, 1); floor(r * N) random tokens are masked.
+A schedule maps x in [0, 1] to the masked fraction r(x), clipped to [1e-6, 1] as the official
+`mask_schedule.schedule` does. The official methods, N the number of maskable tokens:
+  cosine   cos(pi/2 * x)                      (the default, spec sections 6 and 7)
+  uniform  1 - x        (also `linear`, the same as `pow1`)
+  powP     1 - x^P      (e.g. `pow2`, `pow2.5`)
+  log      -log2(x) / log2(N)
+  exp      1 - 2^(-log2(N) * (1 - x))         (the official BAIR frame-prediction evaluation)
+
+Training (spec section 6): r = r(u), u ~ U[0, 1); floor(r * N) random tokens are masked.
 Masked positions inside the task's condition region receive the condition tokens (segment 1);
 masked positions outside it receive [MASK]; the others keep the real tokens. Targets are always
 the real tokens.
 
-Decoding (spec section 7): after step s of S the fraction cos(pi/2 * (s+1)/S) of the tokens stays
-masked.
+Decoding (spec section 7): after step s of S the fraction r((s+1)/S) of the tokens stays masked.
 """
 
 from __future__ import annotations
@@ -20,31 +27,76 @@ import torch
 
 # The official schedule never returns exactly 0: it clips the ratio at this floor.
 _MIN_RATIO = 1e-6
+SCHEDULES = ("cosine", "exp", "linear", "log", "pow2", "uniform")  # and any powP
+
+
+def _exponent(method: str) -> float | None:
+    """P of a `powP` method; None for the other methods."""
+    if not method.startswith("pow"):
+        return None
+    try:
+        p = float(method[3:])
+    except ValueError:
+        raise ValueError(f"mask schedule {method!r}: pow needs an exponent, e.g. pow2") from None
+    if not p > 0:
+        raise ValueError(f"mask schedule {method!r}: the exponent must be positive")
+    return p
 
 
 @dataclass(frozen=True)
 class MaskSchedule:
-    """Cosine mask schedule: ratio(x) = cos(pi/2 * x) for x in [0, 1]."""
+    """A mask schedule by its official name (see the module docstring)."""
 
-    def ratio(self, x: float) -> float:
-        return max(math.cos(math.pi / 2 * x), _MIN_RATIO)
+    method: str = "cosine"
 
-    def decoding_ratios(self, steps: int) -> list[float]:
+    def __post_init__(self) -> None:
+        if self.method not in ("cosine", "exp", "linear", "log", "uniform") and (
+            _exponent(self.method) is None
+        ):
+            raise ValueError(f"unknown mask schedule {self.method!r}; use one of {SCHEDULES}")
+
+    def _needs_tokens(self) -> bool:
+        return self.method in ("log", "exp")
+
+    def ratio(self, x: float, num_tokens: int | None = None) -> float:
+        """Masked fraction r(x); `log` and `exp` need the number of maskable tokens."""
+        return float(self.ratios(torch.tensor([float(x)], dtype=torch.float64), num_tokens)[0])
+
+    def ratios(self, x: torch.Tensor, num_tokens: int | None = None) -> torch.Tensor:
+        """r(x) elementwise, clipped to [1e-6, 1]."""
+        if self._needs_tokens() and num_tokens is None:
+            raise ValueError(f"the {self.method} schedule needs the number of tokens")
+        m = self.method
+        if m == "cosine":
+            r = torch.cos(math.pi / 2 * x)
+        elif m in ("uniform", "linear"):
+            r = 1.0 - x
+        elif m == "log":
+            r = -torch.log2(x) / math.log2(num_tokens)  # x = 0 gives inf, clipped to 1
+        elif m == "exp":
+            r = 1.0 - torch.exp2(-math.log2(num_tokens) * (1.0 - x))
+        else:
+            r = 1.0 - x ** _exponent(m)
+        return r.clamp(_MIN_RATIO, 1.0)
+
+    def decoding_ratios(self, steps: int, num_tokens: int | None = None) -> list[float]:
         """Masked fraction after each of `steps` decoding steps."""
-        return [self.ratio((s + 1) / steps) for s in range(steps)]
+        return [self.ratio((s + 1) / steps, num_tokens) for s in range(steps)]
 
     def num_to_remask(self, step: int, steps: int, num_tokens: int, num_unknown: torch.Tensor):
         """How many tokens to re-mask after `step` (0-based): floor(ratio * N), at least 1 and at
         most unknown - 1, so every step fixes at least one token; the last step fixes all."""
         if step == steps - 1:
             return torch.zeros_like(num_unknown)
-        n = math.floor(self.ratio((step + 1) / steps) * num_tokens)
+        n = math.floor(self.ratio((step + 1) / steps, num_tokens) * num_tokens)
         return torch.clamp(torch.full_like(num_unknown, n), min=1).minimum(num_unknown - 1).clamp(0)
 
-    def training_ratio(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One mask ratio per sample: cos(pi/2 * u), u ~ U[0, 1). Returns [B]."""
+    def training_ratio(
+        self, batch: int, generator: torch.Generator | None = None, num_tokens: int | None = None
+    ) -> torch.Tensor:
+        """One mask ratio per sample: r(u), u ~ U[0, 1). Returns [B]."""
         u = torch.rand(batch, generator=generator)
-        return torch.cos(math.pi / 2 * u)
+        return self.ratios(u, num_tokens).float()
 
 
 @dataclass
@@ -67,7 +119,7 @@ def commit_mask(
     """COMMIT masking of real `tokens` [B, N] given `cond_tokens` [B, N] and the task's token
     region `cond_mask` [B, N] (True = condition). The random draws come from `generator` (CPU)."""
     b, n = tokens.shape
-    ratio = schedule.training_ratio(b, generator)  # [B]
+    ratio = schedule.training_ratio(b, generator, n)  # [B]
     num_masked = torch.floor(ratio * n).long()  # [B]
     # A random permutation per row; the first num_masked positions of it are masked.
     scores = torch.rand(b, n, generator=generator)

@@ -4,6 +4,7 @@ Shapes: B batch, L sequence, D hidden width, H heads, Dh = D / H head dim, V voc
 
 embeddings (token + position + segment) -> LayerNorm -> dropout
 -> layers of [self-attention -> add & LN -> MLP (GELU) -> add & LN]
+(dropout 0.1 on the hidden states and, in training, on the attention probabilities)
 -> MLM head (dense, GELU, LN) -> logits = x @ token_embedding^T + bias (the head is tied).
 LayerNorm eps 1e-12 and GELU in its tanh approximation, as in the official code.
 """
@@ -28,6 +29,9 @@ class SelfAttention(nn.Module):
         if cfg.hidden_dim % cfg.num_heads:
             raise ValueError("hidden_dim must be a multiple of num_heads")
         self.num_heads = cfg.num_heads
+        # BERT's attention_probs_dropout_prob: the official config uses the same 0.1 as the
+        # hidden dropout, so one `dropout` setting serves both.
+        self.attention_dropout = cfg.dropout
         self.query = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
         self.key = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
         self.value = nn.Linear(cfg.hidden_dim, cfg.hidden_dim)
@@ -39,8 +43,9 @@ class SelfAttention(nn.Module):
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, l, self.num_heads, d // self.num_heads).transpose(1, 2)  # [B,H,L,Dh]
 
+        p = self.attention_dropout if self.training else 0.0
         y = masked_attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)),
-                             key_padding_mask)  # fmt: skip
+                             key_padding_mask, p)  # fmt: skip
         return self.out(y.transpose(1, 2).reshape(b, l, d))
 
 

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from models.config import Vocabulary
-from models.decoding import DecodeOptions, decode
+from models.decoding import DecodeOptions, decode, guided_logits
+from models.kernels.sampling import sampling_filter, sampling_step
 from models.schedule import MaskSchedule
 
 VOCAB = Vocabulary(codebook_size=16, num_classes=3, num_tasks=10)
@@ -90,11 +91,26 @@ def test_batch_mates_do_not_change_a_sample():
     assert torch.equal(alone[0], together[1])
 
 
-def test_guidance_uses_unconditional_branch():
+def test_guidance_is_the_official_operator_in_one_batched_pass():
     _, plain = _run([0], classes=[1])
     _, guided = _run([0], classes=[1], options=DecodeOptions(guidance_scale=2.0))
-    assert len(plain.calls) == 12 and len(guided.calls) == 24
-    assert guided.calls[1][0, 1] == VOCAB.class_token(None)
+    # One forward pass a step, over [conditional; unconditional].
+    assert len(plain.calls) == 12 and len(guided.calls) == 12
+    first = guided.calls[0]
+    assert first.shape[0] == 2 and torch.equal(first[0], plain.calls[0][0])
+    # The unconditional half drops the task token, the class token and the condition tokens.
+    assert (first[1] == VOCAB.mask_id).all()
+    # c + s (c - u) on the logits of each branch run alone.
+    model = TableTransformer()
+    ids = plain.calls[0]
+    segs = torch.zeros_like(ids)
+    segs[:, 2:8] = 1
+    ids_u = torch.full_like(ids, VOCAB.mask_id)
+    c = model(ids, segs)[:, 2:, :16]
+    u = model(ids_u, torch.zeros_like(segs))[:, 2:, :16]
+    got = guided_logits(model, VOCAB, ids, segs, 2.0)
+    assert torch.allclose(got, c + 2.0 * (c - u), atol=1e-5)
+    assert len(model.calls) == 3  # two reference calls, one for the guided logits
 
 
 def test_top_k_one_without_choice_noise_is_greedy():
@@ -113,3 +129,64 @@ def test_options_validate():
         DecodeOptions(steps=0)
     with pytest.raises(ValueError):
         DecodeOptions(top_k=0)
+
+
+def test_schedule_option_sets_the_masked_counts():
+    infos = []
+    _run([0], progress=infos.append, options=DecodeOptions(steps=4, schedule="exp"))
+    # exp with N = 24: floor(24 * (1 - 24^-(1 - s/4))) after steps 1..3, then 0.
+    want = [int(24 * (1 - 24 ** -(1 - s / 4))) for s in (1, 2, 3)] + [0]
+    assert [int(i.undecided.sum()) for i in infos] == want
+    cosine = []
+    _run([0], progress=cosine.append, options=DecodeOptions(steps=4))
+    assert [int(i.undecided.sum()) for i in cosine] != want
+
+
+def test_bair_preset_and_unknown_names():
+    bair = DecodeOptions.preset("bair-fp")
+    assert (bair.schedule, bair.choice_temperature) == ("exp", 400.0)
+    assert DecodeOptions.preset("bair-fp", steps=3).steps == 3
+    with pytest.raises(ValueError):
+        DecodeOptions.preset("nope")
+    with pytest.raises(ValueError):
+        DecodeOptions(schedule="nope")
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert sampling_filter(logits, 1.0, None, 0.5).tolist() == [[True, False, False, False]]
+    assert sampling_filter(logits, 1.0, None, 0.8).tolist() == [[True, True, False, False]]
+    assert sampling_filter(logits, 1.0, None, 0.81).tolist() == [[True, True, True, False]]
+    assert sampling_filter(logits, 1.0, None, 1.0) is None
+    # top-k and top-p together: the intersection.
+    assert sampling_filter(logits, 1.0, 1, 0.9).tolist() == [[True, False, False, False]]
+
+
+def test_top_k_and_top_p_do_not_renormalise_the_confidence():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 16, generator=g)
+    tokens = torch.zeros(50, dtype=torch.long)
+    known = torch.zeros(50, dtype=torch.bool)
+    for allowed in (sampling_filter(logits, 1.0, 3, None), sampling_filter(logits, 1.0, None, 0.5)):
+        ids, log_prob, _ = sampling_step(logits, tokens, known, 1.0, 0.0, generator=g,
+                                         allowed=allowed)  # fmt: skip
+        assert allowed.gather(1, ids[:, None]).all()  # only allowed tokens are drawn
+        full = torch.log_softmax(logits, -1).gather(1, ids[:, None]).squeeze(1)
+        assert torch.allclose(log_prob, full)  # under the full distribution
+
+
+def test_decoding_passes_full_logits_with_top_k(monkeypatch):
+    import models.decoding as decoding
+
+    seen = []
+    real = decoding.fused_sampling_step
+
+    def spy(logits, *args, **kwargs):
+        seen.append((logits, kwargs["allowed"]))
+        return real(logits, *args, **kwargs)
+
+    monkeypatch.setattr(decoding, "fused_sampling_step", spy)
+    _run([0], options=DecodeOptions(top_k=2, top_p=0.9))
+    logits, allowed = seen[0]
+    assert torch.isfinite(logits).all()  # not filtered: the confidence sees every token
+    assert (allowed.sum(1) <= 2).all() and (allowed.sum(1) >= 1).all()

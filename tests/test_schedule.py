@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from models.schedule import MaskSchedule, commit_mask
@@ -64,3 +65,41 @@ def test_commit_mask_is_seeded():
     b = commit_mask(tokens, tokens, torch.zeros(4, 16, dtype=torch.bool), 99,
                     generator=torch.Generator().manual_seed(3))  # fmt: skip
     assert torch.equal(a.masked, b.masked)
+
+
+@pytest.mark.parametrize(
+    ("method", "x", "want"),
+    [
+        ("cosine", 0.5, math.cos(math.pi / 4)),
+        ("uniform", 0.25, 0.75),
+        ("linear", 0.25, 0.75),
+        ("pow2", 0.5, 0.75),
+        ("pow2.5", 0.5, 1 - 0.5**2.5),
+        ("log", 0.5, 1 / 8),  # -log2(0.5) / log2(256)
+        ("exp", 0.5, 1 - 2**-4),  # 1 - 2^(-8 * 0.5)
+        ("log", 0.0, 1.0),  # inf, clipped
+        ("exp", 1.0, 1e-6),  # 0, clipped at the official floor
+    ],
+)
+def test_official_schedules(method, x, want):
+    assert MaskSchedule(method).ratio(x, 256) == pytest.approx(want, rel=1e-9)
+
+
+def test_unknown_schedule_and_missing_token_count_are_refused():
+    with pytest.raises(ValueError):
+        MaskSchedule("square")
+    with pytest.raises(ValueError):
+        MaskSchedule("exp").ratio(0.5)
+
+
+def test_commit_mask_follows_its_schedule():
+    tokens = torch.zeros(2000, 64, dtype=torch.long)
+    none = torch.zeros(2000, 64, dtype=torch.bool)
+    counts = {}
+    for method in ("cosine", "exp"):
+        g = torch.Generator().manual_seed(0)
+        m = commit_mask(tokens, tokens, none, 99, MaskSchedule(method), generator=g)
+        counts[method] = m.masked.float().sum(1).mean().item() / 64
+    # E[cos(pi/2 u)] = 2/pi; E[1 - 2^(-6 (1 - u))] = 1 - (1 - 2^-6) / (6 ln 2).
+    assert counts["cosine"] == pytest.approx(2 / math.pi, abs=0.02)
+    assert counts["exp"] == pytest.approx(1 - (1 - 2**-6) / (6 * math.log(2)), abs=0.02)

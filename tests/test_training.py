@@ -67,10 +67,8 @@ def test_dead_codes_move_onto_encoder_features():
 def test_lecam_and_r1_on_known_inputs():
     real = torch.tensor([1.0, -1.0, 3.0])
     fake = torch.tensor([0.0, 2.0])
-    # relu(real - 0.5)^2 = [0.25, 0, 6.25] -> mean 6.5/3; relu(1 - fake)^2 = [1, 0] -> mean 0.5
-    assert gan.lecam_loss(real, fake, ema_real=1.0, ema_fake=0.5).item() == pytest.approx(
-        6.5 / 3 + 0.5
-    )
+    # On batch means (1 and 1): relu(1 - 0.5)^2 + relu(1 - 1)^2
+    assert gan.lecam_loss(real, fake, ema_real=1.0, ema_fake=0.5).item() == pytest.approx(0.25)
     x = torch.randn(2, 3, 2, 4, 4, requires_grad=True)
     logits = (3 * x).flatten(1).sum(1)  # grad = 3 everywhere: |grad|^2 = 9 * 96
     assert gan.r1_penalty(logits, x).item() == pytest.approx(9 * 96)

@@ -30,22 +30,35 @@ def triton_available() -> bool:
 
 
 def sdpa_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """Reference: PyTorch SDPA. q, k, v [B, H, L, D]; key_padding_mask [B, L], True = attend."""
+    """Reference: PyTorch SDPA. q, k, v [B, H, L, D]; key_padding_mask [B, L], True = attend.
+    `dropout_p` drops attention probabilities (training only; the caller passes 0 in eval)."""
     if key_padding_mask is None:
-        return F.scaled_dot_product_attention(q, k, v)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     mask = key_padding_mask[:, None, None, :]  # [B, 1, 1, L]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     # PyTorch >= 2.5 already gives zeros for a row with no key; older versions give NaN.
     empty = ~key_padding_mask.any(1)  # [B]
     return out.masked_fill(empty[:, None, None, None], 0.0)
 
 
 def masked_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D)) v over the keys that the mask keeps; returns [B, H, L, D]."""
+    """softmax(q k^T / sqrt(D)) v over the keys that the mask keeps; returns [B, H, L, D].
+    With `dropout_p` > 0 (training) the probabilities are dropped as in the official BERT; the
+    Triton kernel is inference-only, so that always runs on SDPA."""
+    if dropout_p > 0:
+        return sdpa_attention(q, k, v, key_padding_mask, dropout_p)
     backend = attention_backend()
     if backend == "sdpa" or (backend == "auto" and not (q.is_cuda and triton_available())):
         return sdpa_attention(q, k, v, key_padding_mask)

@@ -114,6 +114,38 @@ class PhiloxStream:
         return -torch.log(-torch.log1p(-u)), -torch.log(-torch.log1p(-uc))
 
 
+def sampling_filter(
+    logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None
+) -> torch.Tensor | None:
+    """Which tokens top-k / top-p sampling may draw: bool [..., V], or None for all.
+
+    top-k keeps the k largest logits; top-p the smallest set of most likely tokens whose
+    probability under softmax(logits / T) reaches p (always at least the most likely one)."""
+    v = logits.shape[-1]
+    allowed = None
+    if top_k is not None and top_k < v:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        allowed = logits >= kth
+    if top_p is not None and top_p < 1:
+        t = max(float(temperature), 1e-6)
+        probs = torch.softmax(logits.float() * (1.0 / t), dim=-1)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep a token while the mass of the tokens before it is still below p.
+        keep_sorted = (sorted_probs.cumsum(-1) - sorted_probs) < top_p
+        keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+        allowed = keep if allowed is None else allowed & keep
+    return allowed
+
+
+def restrict_noise(gumbel_sample: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+    """Sampling noise with -inf where a token may not be drawn: Gumbel-max then samples from
+    the truncated, renormalised distribution, while the logits (and so the confidence used for
+    re-masking) stay those of the full distribution."""
+    if allowed is None:
+        return gumbel_sample
+    return gumbel_sample.masked_fill(~allowed, float("-inf"))
+
+
 def sampling_step(
     logits: torch.Tensor,
     tokens: torch.Tensor,
@@ -123,10 +155,13 @@ def sampling_step(
     gumbel_sample: torch.Tensor | None = None,
     gumbel_choice: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    allowed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample every unknown position and score it; known positions are left untouched.
 
-    logits [N, V]; tokens [N] (current ids); known [N] bool.
+    logits [N, V]; tokens [N] (current ids); known [N] bool; `allowed` [N, V] bool restricts
+    what is drawn (top-k / top-p, `sampling_filter`) but not the log-prob: the confidence is
+    always under the full softmax(logits).
     `choice_temperature` is already annealed by the caller (c * (1 - (s+1)/S)).
     Returns (ids [N], log_prob [N], score [N]): known positions keep their id, log_prob 0 and
     score +inf so that they are never re-masked.
@@ -137,6 +172,7 @@ def sampling_step(
         gumbel_sample = gumbel_noise((n, v), generator, logits.device)
     if gumbel_choice is None:
         gumbel_choice = gumbel_noise((n,), generator, logits.device)
+    gumbel_sample = restrict_noise(gumbel_sample, allowed)
     # Gumbel-max with temperature T samples from softmax(logits / T).
     t = max(float(temperature), 1e-6)
     # x * (1/T), not x / T: the fused kernel does the same fp32 multiply, token for token.
@@ -189,12 +225,14 @@ def fused_sampling_step(
     gumbel_choice: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     stream: PhiloxStream | None = None,
+    allowed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`sampling_step` on the backend `MAGVIT_SAMPLING` picks (the fused kernel on CUDA).
 
     Same arguments and results as `sampling_step`, plus `stream`: noise from a `PhiloxStream`
     instead of tensors or `generator`; both backends then draw the same numbers. Missing noise
-    tensors are drawn from `generator`, as the reference does.
+    tensors are drawn from `generator`, as the reference does. `allowed` (top-k / top-p) is
+    folded into the sampling noise as -inf, so the kernel itself needs no filter.
     """
     if stream is not None and (gumbel_sample is not None or gumbel_choice is not None):
         raise ValueError("pass noise tensors or a stream, not both")
@@ -203,18 +241,21 @@ def fused_sampling_step(
         if stream is not None:
             gumbel_sample, gumbel_choice = stream.gumbel(v)
         return sampling_step(logits, tokens, known, temperature, choice_temperature,
-                             gumbel_sample, gumbel_choice, generator)  # fmt: skip
+                             gumbel_sample, gumbel_choice, generator, allowed)  # fmt: skip
 
     from models.kernels.sampling_triton import interpreting, triton_sampling_step
 
     if not logits.is_cuda and not interpreting():
         raise RuntimeError("MAGVIT_SAMPLING=triton on CPU tensors needs TRITON_INTERPRET=1")
-    if stream is not None:
+    if stream is not None and allowed is None:
         return triton_sampling_step(logits, tokens, known, temperature, choice_temperature,
                                     seeds=stream.seeds, offsets=stream.offsets)  # fmt: skip
+    if stream is not None:  # the same numbers, drawn in PyTorch so that they can be filtered
+        gumbel_sample, gumbel_choice = stream.gumbel(v)
     if gumbel_sample is None:
         gumbel_sample = gumbel_noise((n, v), generator, logits.device)
     if gumbel_choice is None:
         gumbel_choice = gumbel_noise((n,), generator, logits.device)
+    gumbel_sample = restrict_noise(gumbel_sample, allowed)
     return triton_sampling_step(logits, tokens, known, temperature, choice_temperature,
                                 gumbel_sample, gumbel_choice)  # fmt: skip

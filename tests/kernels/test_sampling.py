@@ -23,6 +23,7 @@ from models.kernels.sampling import (  # noqa: E402
     gumbel_noise,
     philox_uniform,
     remask_lowest,
+    sampling_filter,
     sampling_step,
 )
 from models.kernels.sampling_triton import MAX_VOCAB, triton_sampling_step  # noqa: E402
@@ -74,6 +75,31 @@ def test_zero_temperature_top_k_and_strided_logits():
         assert torch.isfinite(logits[~known].gather(1, got[0][~known, None])).all()
     greedy = triton_sampling_step(logits, tokens, known, 0.0, 0.0, noise, noise_c)[0]
     assert torch.equal(greedy[~known], logits.argmax(1)[~known])
+
+
+def test_top_k_top_p_same_on_both_backends(monkeypatch):
+    # The filter is folded into the noise for both backends: same tokens, and the log-prob is
+    # that of the full distribution, not the truncated one.
+    logits, tokens, known, g = _inputs(12, 40, torch.float32, seed=5)
+    allowed = sampling_filter(logits, 0.8, 6, 0.7)
+    noise, noise_c = gumbel_noise((12, 40), g, "cpu"), gumbel_noise((12,), g, "cpu")
+    out = {}
+    for backend in ("torch", "triton"):
+        monkeypatch.setenv("MAGVIT_SAMPLING", backend)
+        out[backend] = fused_sampling_step(logits, tokens, known, 0.8, 1.5, noise, noise_c,
+                                           allowed=allowed)  # fmt: skip
+    _assert_same_step(out["triton"], out["torch"], known)
+    ids = out["triton"][0]
+    assert allowed[~known].gather(1, ids[~known, None]).all()
+    full = torch.log_softmax(logits, -1).gather(1, ids[:, None]).squeeze(1)
+    torch.testing.assert_close(out["triton"][1][~known], full[~known], rtol=0, atol=2e-5)
+    # With a stream the filtered noise is the stream's own numbers on both backends.
+    stream = PhiloxStream.for_requests([3], 12, 0)
+    for backend in ("torch", "triton"):
+        monkeypatch.setenv("MAGVIT_SAMPLING", backend)
+        out[backend] = fused_sampling_step(logits, tokens, known, 0.8, 1.5, stream=stream,
+                                           allowed=allowed)  # fmt: skip
+    _assert_same_step(out["triton"], out["torch"], known)
 
 
 def test_philox_matches_tl_rand_bit_for_bit():

@@ -1,0 +1,35 @@
+"""Attention dropout: on the attention probabilities in training (as the official BERT), none in
+eval."""
+
+from __future__ import annotations
+
+import torch
+
+from models.config import TransformerConfig
+from models.transformer import SelfAttention
+
+
+def _attention() -> SelfAttention:
+    torch.manual_seed(0)
+    cfg = TransformerConfig(hidden_dim=8, num_heads=2, num_layers=1, mlp_dim=16, dropout=0.5)
+    return SelfAttention(cfg)
+
+
+def test_attention_probabilities_are_dropped_in_training_only():
+    att = _attention()
+    x = torch.randn(2, 5, 8)
+    att.eval()
+    ref = att(x, None)
+    assert torch.equal(att(x, None), ref)  # eval: deterministic, no dropout
+    att.train()
+    torch.manual_seed(1)
+    a = att(x, None)
+    torch.manual_seed(2)
+    b = att(x, None)
+    # The module holds no dropout layer of its own: any difference comes from the
+    # probabilities being dropped.
+    assert not torch.allclose(a, ref) and not torch.allclose(a, b)
+    # Dropout keeps the expectation: the mean over many draws approaches the eval output.
+    torch.manual_seed(3)
+    mean = torch.stack([att(x, None) for _ in range(400)]).mean(0)
+    assert torch.allclose(mean, ref, atol=0.1)
