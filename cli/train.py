@@ -41,6 +41,13 @@ def add_parser(sub) -> None:
     snap = kinds.add_parser("snapshot", help="a small resumable copy of a run (fp16, no optimizer)")
     snap.add_argument("--from", dest="source", required=True, help="the run's output directory")
     snap.add_argument("--out", required=True, help="where to write it (replaces what is there)")
+    snap.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="leave out a module the run has not trained yet (e.g. discriminator)",
+    )
     snap.set_defaults(run=run_snapshot)
 
 
@@ -50,7 +57,7 @@ def run_snapshot(args: argparse.Namespace) -> int:
     from training.common import write_snapshot
 
     try:
-        out = write_snapshot(Path(args.source), Path(args.out))
+        out = write_snapshot(Path(args.source), Path(args.out), tuple(args.drop))
     except FileNotFoundError as err:
         raise CliError(str(err)) from None
     print(f"wrote {out}: copy it into a run directory and run the same command to resume")

@@ -239,12 +239,46 @@ def test_a_2d_tokenizer_trains_on_frames_and_inflates_into_3d(film: Path, tmp_pa
         per_frame = tok2d.decode(tok2d.encode(frame))
         video = tok3d.decode(tok3d.encode(static))
     assert torch.allclose(video, per_frame[:, :, None].expand_as(video), atol=1e-4)
-    with pytest.raises(ValueError, match="GAN phase"):
-        train_tokenizer(
-            TokenizerTrainConfig(
-                config="tiny-2d", steps=2, out=str(tmp_path / "g"), data=str(film), adv_start=0
-            )
+
+
+def test_a_2d_run_with_its_gan_inflates_its_discriminator_too(film: Path, tmp_path: Path):
+    from safetensors.torch import load_file
+
+    from training import gan
+    from training.common import STATE_TENSORS
+    from training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
+
+    common = dict(data=str(film), batch_size=2, warmup_steps=0)
+    out2d = train_tokenizer(
+        TokenizerTrainConfig(
+            config="tiny-2d", steps=2, adv_start=0, out=str(tmp_path / "g2d"), **common
         )
+    )
+    # The 3D run never trains its discriminator (GAN off): it holds the inflated weights.
+    out3d = train_tokenizer(
+        TokenizerTrainConfig(
+            config="tiny",
+            steps=1,
+            adv_start=5,
+            init_2d=str(out2d),
+            out=str(tmp_path / "g3d"),
+            **common,
+        )
+    )
+
+    def disc_state(run):
+        tensors = load_file(str(run / STATE_TENSORS))
+        p = "module/discriminator/"
+        return {k[len(p) :]: v for k, v in tensors.items() if k.startswith(p)}
+
+    d2 = gan.Discriminator(TINY.tokenizer.filters, TINY.frame_size, dims=2)
+    d2.load_state_dict(disc_state(out2d))
+    d3 = gan.Discriminator(TINY.tokenizer.filters, TINY.frame_size, num_frames=TINY.num_frames)
+    d3.load_state_dict(disc_state(out3d))
+    frame = torch.rand(2, 3, 16, 16)
+    static = frame[:, :, None].expand(-1, -1, TINY.num_frames, -1, -1)
+    with torch.no_grad():
+        assert torch.allclose(d3(static), d2(frame), atol=1e-4)
 
 
 def test_a_transformer_trained_on_a_folder_records_its_class_names(film: Path, tmp_path: Path):
@@ -284,6 +318,8 @@ def test_a_transformer_trained_on_a_folder_records_its_class_names(film: Path, t
 def test_a_snapshot_is_small_and_resumes_at_its_step(film: Path, tmp_path: Path):
     import shutil
 
+    from safetensors.torch import load_file
+
     from cli.main import main
     from training.common import STATE_JSON, STATE_TENSORS
     from training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
@@ -300,10 +336,14 @@ def test_a_snapshot_is_small_and_resumes_at_its_step(film: Path, tmp_path: Path)
         out=str(run),
     )
     train_tokenizer(cfg)
-    assert main(["train", "snapshot", "--from", str(run), "--out", str(tmp_path / "snap")]) == 0
+    snapshot = ["train", "snapshot", "--from", str(run), "--out", str(tmp_path / "snap")]
+    assert main([*snapshot, "--drop", "discriminator"]) == 0  # not trained yet: starts afresh
     snap = tmp_path / "snap"
     assert (snap / STATE_TENSORS).stat().st_size < 0.5 * (run / STATE_TENSORS).stat().st_size
     assert json.loads((snap / STATE_JSON).read_text())["optimizers"] == {}
+    assert not any(
+        k.startswith("module/discriminator/") for k in load_file(str(snap / STATE_TENSORS))
+    )
     assert (snap / "config.json").is_file() and (snap / "metrics.jsonl").is_file()
     resumed = tmp_path / "resumed"
     shutil.copytree(snap, resumed)

@@ -178,6 +178,8 @@ def load_training_state(
     tensors = load_file(str(directory / STATE_TENSORS))
     for name, module in modules.items():
         prefix = f"module/{name}/"
+        if not any(k.startswith(prefix) for k in tensors):  # left out of a snapshot: afresh
+            continue
         module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items()
                                 if k.startswith(prefix)})  # fmt: skip
     for name, ema in emas.items():
@@ -190,11 +192,12 @@ def load_training_state(
     return meta
 
 
-def write_snapshot(run: Path, out: Path) -> Path:
+def write_snapshot(run: Path, out: Path, drop: tuple[str, ...] = ()) -> Path:
     """A small copy of a run to carry to another machine: its files (checkpoint, metrics,
     pictures) and a training state whose weights and EMA are fp16 and which holds no optimizer
     state. Copied back into a run directory, the trainer resumes from it at the same step, with
-    fresh optimizer moments."""
+    fresh optimizer moments. Modules in `drop` (one the run has not trained yet, such as a
+    discriminator before its GAN phase) are left out and start afresh."""
     if not has_training_state(run):
         raise FileNotFoundError(f"{run} holds no training state")
     out.mkdir(parents=True, exist_ok=True)
@@ -208,7 +211,7 @@ def write_snapshot(run: Path, out: Path) -> Path:
     small = {
         k: (v.half() if v.is_floating_point() else v)
         for k, v in tensors.items()
-        if not k.startswith("optim/")
+        if not k.startswith("optim/") and k.split("/")[1] not in drop
     }
     save_file(small, str(out / STATE_TENSORS))
     meta = json.loads((run / STATE_JSON).read_text())

@@ -26,6 +26,7 @@ from training import gan
 from training.codebook import CodeRestarts
 from training.common import (
     EMA,
+    STATE_TENSORS,
     all_reduce_mean,
     autocast_for,
     batch_indices,
@@ -123,9 +124,17 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     image_model = model_cfg.tokenizer.conv_dim == 2
     if image_model and model_cfg.num_frames != 1:
         raise ValueError(f"the 2D preset {cfg.config!r} must take 1 frame per clip")
-    if image_model and use_gan:
-        raise ValueError("the GAN phase trains the 3D tokenizer: set --adv-start >= --steps")
-    disc = gan.Discriminator(model_cfg.tokenizer.filters, model_cfg.frame_size[0]).to(info.device)
+    disc = gan.Discriminator(
+        model_cfg.tokenizer.filters,
+        model_cfg.frame_size,
+        num_frames=None if image_model else model_cfg.num_frames,
+        dims=2 if image_model else 3,
+    )
+    if cfg.init_2d:  # the 2D run's discriminator inflates too (the EMA starts from the inflated)
+        disc_2d = _discriminator_2d(Path(cfg.init_2d), model_cfg)
+        if disc_2d is not None:
+            disc.load_state_dict(gan.inflate_discriminator_2d(disc_2d, disc))
+    disc = disc.to(info.device)
     trainable = [p for p in tokenizer.parameters() if p.requires_grad]
     opt = torch.optim.Adam(trainable, lr=cfg.lr, betas=(cfg.beta1, 0.99))
     disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.0, 0.99))
@@ -232,6 +241,25 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
                         {"lecam": [lecam.real, lecam.fake], "last_used": restarts.state()},
                         log, video)  # fmt: skip
     return out
+
+
+def _discriminator_2d(run: Path, model_cfg) -> dict[str, torch.Tensor] | None:
+    """The discriminator of a 2D tokenizer run (its training state), if it has one of the 2D
+    architecture for this preset's widths."""
+    if not has_training_state(run):
+        return None
+    from safetensors.torch import load_file
+
+    prefix = "module/discriminator/"
+    tensors = load_file(str(run / STATE_TENSORS))
+    state = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+    probe = gan.Discriminator(model_cfg.tokenizer.filters, model_cfg.frame_size, dims=2)
+    try:
+        probe.load_state_dict(state)
+    except RuntimeError:  # another architecture (or none stored): the 3D one starts afresh
+        print(f"{run}: no 2D discriminator of these widths to inflate; it starts afresh")
+        return None
+    return state
 
 
 def _discriminator_step(cfg, disc, disc_opt, lecam, video, recon, step, autocast) -> dict:
