@@ -81,6 +81,11 @@ class GenerationForm:
         return h.hexdigest()
 
 
+# The mask schedules of models.schedule by name (cosine, exp, linear, log, uniform, powP).
+SCHEDULE_PATTERN = r"^(cosine|exp|linear|log|uniform|pow[0-9]+(\.[0-9]+)?)$"
+SCHEDULE_HELP = "mask schedule: cosine (default), exp, linear, log, uniform or powP (e.g. pow2)"
+
+
 def generation_form(max_steps: int, with_class: bool = True):
     """The form dependency, with `steps` bounded by the server's maximum (also in OpenAPI);
     `class_id` and `guidance_scale` only where the task takes a class."""
@@ -96,12 +101,24 @@ def generation_form(max_steps: int, with_class: bool = True):
         guidance_scale: Annotated[float, Form(ge=0, le=50)] = 0.0,
         class_id: Annotated[int | None, Form(ge=0, description="class (cg, cfp)")] = None,
         format: Annotated[str, Form(pattern=FORMAT_PATTERN)] = "mp4",
+        schedule: Annotated[str, Form(pattern=SCHEDULE_PATTERN, description=SCHEDULE_HELP)] = (
+            "cosine"
+        ),
+        top_k: Annotated[
+            int | None, Form(ge=1, le=65536, description="sample among the k most likely tokens")
+        ] = None,
+        top_p: Annotated[
+            float | None, Form(gt=0, le=1, description="nucleus sampling mass")
+        ] = None,
     ) -> GenerationForm:
         options = DecodeOptions(
             steps=steps,
             temperature=temperature,
             choice_temperature=choice_temperature,
             guidance_scale=guidance_scale,
+            schedule=schedule,
+            top_k=top_k,
+            top_p=top_p,
         )
         return GenerationForm(seed, class_id, format, options)
 
@@ -113,8 +130,19 @@ def generation_form(max_steps: int, with_class: bool = True):
         temperature: Annotated[float, Form(ge=0, le=10)] = 1.0,
         choice_temperature: Annotated[float, Form(ge=0, le=1000)] = 4.5,
         format: Annotated[str, Form(pattern=FORMAT_PATTERN)] = "mp4",
+        schedule: Annotated[str, Form(pattern=SCHEDULE_PATTERN, description=SCHEDULE_HELP)] = (
+            "cosine"
+        ),
+        top_k: Annotated[
+            int | None, Form(ge=1, le=65536, description="sample among the k most likely tokens")
+        ] = None,
+        top_p: Annotated[
+            float | None, Form(gt=0, le=1, description="nucleus sampling mass")
+        ] = None,
     ) -> GenerationForm:
-        return with_classes(seed, steps, temperature, choice_temperature, 0.0, None, format)
+        return with_classes(
+            seed, steps, temperature, choice_temperature, 0.0, None, format, schedule, top_k, top_p
+        )
 
     return with_classes if with_class else without_classes
 

@@ -144,3 +144,28 @@ def test_the_openapi_document_matches_the_api(server, client):
         paths["/v1/tasks/fp"]["post"]["responses"]
     )
     assert {"401", "404", "503"} <= set(paths["/v1/jobs/{job_id}"]["get"]["responses"])
+
+
+def test_schedule_and_nucleus_sampling_reach_the_job_record(client, server):
+    bad = client.post("/v1/jobs", data={"task": "cg", "class_id": "1", "schedule": "spiral"})
+    assert bad.status_code == 422 and bad.json()["error"]["type"]
+    r = client.post(
+        "/v1/jobs",
+        data={
+            "task": "cg",
+            "class_id": "1",
+            "steps": "2",
+            "schedule": "exp",
+            "top_p": "0.9",
+            "top_k": "5",
+        },
+    )
+    assert r.status_code == 202, r.text
+    job = server.app.state.magvit.queue.get(r.json()["id"])
+    assert job is not None
+    options = job.spec.options
+    assert (options.schedule, options.top_p, options.top_k) == ("exp", 0.9, 5)
+    ok = client.post(
+        "/v1/tasks/fp", data=_data("fp", schedule="pow2", top_p="0.5"), files=_files("fp")
+    )
+    assert ok.status_code == 200, ok.text
