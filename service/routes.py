@@ -81,35 +81,40 @@ class GenerationForm:
         return h.hexdigest()
 
 
+# Form fields that every task takes; `steps` is bounded per server, so it is made below.
+Seed = Annotated[int | None, Form(ge=0, le=2**31 - 1, description="random seed")]
+Temperature = Annotated[float, Form(ge=0, le=10)]
+ChoiceTemperature = Annotated[float, Form(ge=0, le=1000)]
+Format = Annotated[str, Form(pattern=FORMAT_PATTERN)]
 # The mask schedules of models.schedule by name (cosine, exp, linear, log, uniform, powP).
-SCHEDULE_PATTERN = r"^(cosine|exp|linear|log|uniform|pow[0-9]+(\.[0-9]+)?)$"
-SCHEDULE_HELP = "mask schedule: cosine (default), exp, linear, log, uniform or powP (e.g. pow2)"
+Schedule = Annotated[
+    str,
+    Form(
+        pattern=r"^(cosine|exp|linear|log|uniform|pow[0-9]+(\.[0-9]+)?)$",
+        description="mask schedule: cosine (default), exp, linear, log, uniform or powP (pow2)",
+    ),
+]
+TopK = Annotated[int | None, Form(ge=1, le=65536, description="sample among the k likeliest")]
+TopP = Annotated[float | None, Form(gt=0, le=1, description="nucleus sampling mass")]
 
 
 def generation_form(max_steps: int, with_class: bool = True):
     """The form dependency, with `steps` bounded by the server's maximum (also in OpenAPI);
     `class_id` and `guidance_scale` only where the task takes a class."""
     default_steps = min(12, max_steps)
+    Steps = Annotated[int, Form(ge=1, le=max_steps, description="decoding steps")]
 
     def with_classes(
-        seed: Annotated[int | None, Form(ge=0, le=2**31 - 1, description="random seed")] = None,
-        steps: Annotated[int, Form(ge=1, le=max_steps, description="decoding steps")] = (
-            default_steps
-        ),
-        temperature: Annotated[float, Form(ge=0, le=10)] = 1.0,
-        choice_temperature: Annotated[float, Form(ge=0, le=1000)] = 4.5,
+        seed: Seed = None,
+        steps: Steps = default_steps,
+        temperature: Temperature = 1.0,
+        choice_temperature: ChoiceTemperature = 4.5,
         guidance_scale: Annotated[float, Form(ge=0, le=50)] = 0.0,
         class_id: Annotated[int | None, Form(ge=0, description="class (cg, cfp)")] = None,
-        format: Annotated[str, Form(pattern=FORMAT_PATTERN)] = "mp4",
-        schedule: Annotated[str, Form(pattern=SCHEDULE_PATTERN, description=SCHEDULE_HELP)] = (
-            "cosine"
-        ),
-        top_k: Annotated[
-            int | None, Form(ge=1, le=65536, description="sample among the k most likely tokens")
-        ] = None,
-        top_p: Annotated[
-            float | None, Form(gt=0, le=1, description="nucleus sampling mass")
-        ] = None,
+        format: Format = "mp4",
+        schedule: Schedule = "cosine",
+        top_k: TopK = None,
+        top_p: TopP = None,
     ) -> GenerationForm:
         options = DecodeOptions(
             steps=steps,
@@ -123,22 +128,14 @@ def generation_form(max_steps: int, with_class: bool = True):
         return GenerationForm(seed, class_id, format, options)
 
     def without_classes(
-        seed: Annotated[int | None, Form(ge=0, le=2**31 - 1, description="random seed")] = None,
-        steps: Annotated[int, Form(ge=1, le=max_steps, description="decoding steps")] = (
-            default_steps
-        ),
-        temperature: Annotated[float, Form(ge=0, le=10)] = 1.0,
-        choice_temperature: Annotated[float, Form(ge=0, le=1000)] = 4.5,
-        format: Annotated[str, Form(pattern=FORMAT_PATTERN)] = "mp4",
-        schedule: Annotated[str, Form(pattern=SCHEDULE_PATTERN, description=SCHEDULE_HELP)] = (
-            "cosine"
-        ),
-        top_k: Annotated[
-            int | None, Form(ge=1, le=65536, description="sample among the k most likely tokens")
-        ] = None,
-        top_p: Annotated[
-            float | None, Form(gt=0, le=1, description="nucleus sampling mass")
-        ] = None,
+        seed: Seed = None,
+        steps: Steps = default_steps,
+        temperature: Temperature = 1.0,
+        choice_temperature: ChoiceTemperature = 4.5,
+        format: Format = "mp4",
+        schedule: Schedule = "cosine",
+        top_k: TopK = None,
+        top_p: TopP = None,
     ) -> GenerationForm:
         return with_classes(
             seed, steps, temperature, choice_temperature, 0.0, None, format, schedule, top_k, top_p
