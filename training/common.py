@@ -206,7 +206,14 @@ def write_snapshot(run: Path, out: Path, drop: tuple[str, ...] = ()) -> Path:
             old.unlink()
     for f in run.iterdir():
         if f.is_file() and f.name not in (STATE_TENSORS, STATE_JSON) and not f.name.startswith("."):
-            shutil.copy2(f, out / f.name)
+            if f.suffix == ".safetensors":  # the run's checkpoint weights, in fp16 too
+                weights = load_file(str(f))
+                save_file(
+                    {k: v.half() if v.is_floating_point() else v for k, v in weights.items()},
+                    str(out / f.name),
+                )
+            else:
+                shutil.copy2(f, out / f.name)
     tensors = load_file(str(run / STATE_TENSORS))
     small = {
         k: (v.half() if v.is_floating_point() else v)
