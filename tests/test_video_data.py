@@ -216,7 +216,8 @@ def test_eval_on_any_folder_reports_pasted_and_unpasted(film: Path, tmp_path: Pa
     assert main(["eval", "--checkpoint", str(ckpt), "--data", str(tmp_path / "none")]) == 2
 
 
-def test_a_2d_tokenizer_trains_on_frames_and_inflates_into_3d(film: Path, tmp_path: Path):
+def test_a_2d_tokenizer_trains_on_frames_and_inflates_into_3d(film: Path, tmp_path: Path, capsys):
+    from cli.main import main
     from models.checkpoint import load_checkpoint
     from models.pipeline import load_tokenizer
     from training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
@@ -231,6 +232,15 @@ def test_a_2d_tokenizer_trains_on_frames_and_inflates_into_3d(film: Path, tmp_pa
             config="tiny", steps=1, lr=0.0, out=str(tmp_path / "t3d"), init_2d=str(out2d), **common
         )
     )
+    # magvit eval scores a 2D tokenizer checkpoint frame by frame on the held-out windows.
+    capsys.readouterr()  # the trainers' own output
+    assert (
+        main(
+            ["eval", "--checkpoint", str(out2d), "--data", str(film), "--num-clips", "2", "--json"]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["tokenizer"]["psnr"] > 0
     tok2d = load_tokenizer(load_checkpoint(out2d)).eval()
     tok3d = load_tokenizer(load_checkpoint(out3d)).eval()
     frame = torch.rand(1, 3, 16, 16)

@@ -91,7 +91,12 @@ def _mean_report(sums: dict[str, list[float]], num_clips: int) -> dict:
 def _add_reconstruction(sums: dict[str, list[float]], tokenizer: VQTokenizer,
                         video: torch.Tensor, dtype: torch.dtype) -> None:  # fmt: skip
     device = next(tokenizer.parameters()).device
-    recon = tokenizer.decode(tokenizer.encode(video.to(device, dtype))).float().clamp(0, 1).cpu()
+    x = video.to(device, dtype)
+    if tokenizer.cfg.conv_dim == 2:  # an image tokenizer: every frame on its own
+        x = x.transpose(1, 2).flatten(0, 1)  # [B, 3, T, H, W] -> [B*T, 3, H, W]
+    recon = tokenizer.decode(tokenizer.encode(x)).float().clamp(0, 1).cpu()
+    if tokenizer.cfg.conv_dim == 2:
+        recon = recon.unflatten(0, (video.shape[0], -1)).transpose(1, 2)  # back to clips
     sums.setdefault("tokenizer/psnr", []).append(psnr(recon, video))
     sums.setdefault("tokenizer/ssim", []).append(ssim(recon, video))
 
