@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from models.decoding import DecodeOptions  # noqa: E402
+from models.options import DecodeOptions  # noqa: E402
 from service.jobs import JobSpec  # noqa: E402
 from service.redis_queue import RedisQueue  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402

@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from models.checkpoint import CheckpointError, default_checkpoint_dir, load_checkpoint
-    from models.decoding import DecodeOptions
+    from models.options import DecodeOptions
     from models.pipeline import MagvitPipeline, load_tokenizer
     from training.datasets import make_dataset
     from training.evaluate import evaluate, evaluate_tokenizer, fvd_from_files, task_samples

@@ -61,7 +61,7 @@ def _load_pipeline(args: argparse.Namespace):
 
 def decode_options(args: argparse.Namespace):
     """DecodeOptions from the flags: the preset's settings (if any), then the explicit ones."""
-    from models.decoding import DecodeOptions
+    from models.options import DecodeOptions
 
     fields = {"steps": args.steps, "temperature": args.temperature, "top_k": args.top_k,
               "top_p": args.top_p,

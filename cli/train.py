@@ -24,13 +24,12 @@ def _add_fields(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...]) -> 
         else:
             base = str(field.type).split("|")[0].strip()  # "float | None" -> "float"
             kind = {"int": int, "float": float}.get(base, str)
-            parser.add_argument(flag, type=kind, default=field.default,
-                                help=f"default: {field.default}")  # fmt: skip
+            help = f"default: {field.default}"
+            parser.add_argument(flag, type=kind, default=field.default, help=help)
 
 
 def add_parser(sub) -> None:
-    from training.tokenizer_trainer import TokenizerTrainConfig
-    from training.transformer_trainer import TransformerTrainConfig
+    from training.configs import TokenizerTrainConfig, TransformerTrainConfig
 
     p = sub.add_parser("train", help="train the tokenizer or the transformer")
     kinds = p.add_subparsers(dest="kind", required=True)

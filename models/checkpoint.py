@@ -5,7 +5,8 @@
     transformer.safetensors BidirectionalTransformer state dict (absent in a tokenizer-only one)
 
 One loader serves the trainer, the CLI and the server. This is the only module of `models/` that
-touches files.
+touches files. Reading a config (`read_config`) needs no torch: an API-only server calls it; the
+functions that handle weights import torch and safetensors themselves.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING, Any
 
 from models.config import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -60,6 +61,8 @@ def _contiguous(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> di
 def encoding_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> str | None:
     """The first tensor outside the decoder in which two tokenizer states differ, or None when
     they turn every video into the same tokens (their decoders may differ)."""
+    import torch
+
     for name in sorted(set(a) | set(b)):
         if name.startswith("decoder."):
             continue
@@ -79,6 +82,8 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint; `dtype` (e.g. torch.float16) casts floating-point weights to save
     space. Files are written under temporary names and renamed, so a reader never sees half."""
+    from safetensors.torch import save_file
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     files = {TOKENIZER_FILE: tokenizer_state}
@@ -122,6 +127,8 @@ def read_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
 
 
 def load_checkpoint(directory: str | Path, require_transformer: bool = False) -> Checkpoint:
+    from safetensors.torch import load_file
+
     directory = Path(directory)
     config, metadata = read_config(directory)
     tok_path = directory / TOKENIZER_FILE

@@ -25,22 +25,10 @@ from dataclasses import dataclass
 
 import torch
 
+from models.options import check_schedule, schedule_exponent
+
 # The official schedule never returns exactly 0: it clips the ratio at this floor.
 _MIN_RATIO = 1e-6
-SCHEDULES = ("cosine", "exp", "linear", "log", "pow2", "uniform")  # and any powP
-
-
-def _exponent(method: str) -> float | None:
-    """P of a `powP` method; None for the other methods."""
-    if not method.startswith("pow"):
-        return None
-    try:
-        p = float(method[3:])
-    except ValueError:
-        raise ValueError(f"mask schedule {method!r}: pow needs an exponent, e.g. pow2") from None
-    if not p > 0:
-        raise ValueError(f"mask schedule {method!r}: the exponent must be positive")
-    return p
 
 
 @dataclass(frozen=True)
@@ -50,10 +38,7 @@ class MaskSchedule:
     method: str = "cosine"
 
     def __post_init__(self) -> None:
-        if self.method not in ("cosine", "exp", "linear", "log", "uniform") and (
-            _exponent(self.method) is None
-        ):
-            raise ValueError(f"unknown mask schedule {self.method!r}; use one of {SCHEDULES}")
+        check_schedule(self.method)
 
     def _needs_tokens(self) -> bool:
         return self.method in ("log", "exp")
@@ -76,7 +61,7 @@ class MaskSchedule:
         elif m == "exp":
             r = 1.0 - torch.exp2(-math.log2(num_tokens) * (1.0 - x))
         else:
-            r = 1.0 - x ** _exponent(m)
+            r = 1.0 - x ** schedule_exponent(m)
         return r.clamp(_MIN_RATIO, 1.0)
 
     def decoding_ratios(self, steps: int, num_tokens: int | None = None) -> list[float]:

@@ -10,85 +10,37 @@ Shapes: B batch, C channels, T frames, H height, W width; videos are [B, C, T, H
 The pixel geometry matches the official task definitions (checked against the reference file in
 tests/test_tasks.py): boxes span H/4..3H/4, bands have half the width, and a dynamic band's left
 edge moves linearly from 0 to W/2, rounded to the nearest pixel (or token) per frame.
+
+This module is plain data (no torch): the service checks requests against it without loading the
+model's libraries. The masks and condition videos are made by `models/masks.py`, which the mask
+methods below import when first called.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # Task codes in the order that fixes their task-token ids; never reorder.
 TASK_CODES: tuple[str, ...] = ("fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cg", "cfp")
 
-# A region maps (T, H, W, cond_frames) to a bool mask [T, H, W] (True = known).
-Region = Callable[[int, int, int, int], torch.Tensor]
 
+class Region(StrEnum):
+    """Which part of the video a task knows (the masks: `models/masks.py`)."""
 
-def _first_frames(t: int, h: int, w: int, n: int) -> torch.Tensor:
-    mask = torch.zeros(t, h, w, dtype=torch.bool)
-    mask[:n] = True
-    return mask
-
-
-def _first_and_last_frames(t: int, h: int, w: int, n: int) -> torch.Tensor:
-    # Interpolation always knows exactly one frame (one latent frame) at each end, whatever
-    # cond_frames says: with 5 frames per side a 4-latent-frame clip would be fully known.
-    mask = torch.zeros(t, h, w, dtype=torch.bool)
-    mask[0] = True
-    mask[-1] = True
-    return mask
-
-
-def _central(size: int) -> slice:
-    return slice(size // 4, size - size // 4)
-
-
-def _box(t: int, h: int, w: int, n: int) -> torch.Tensor:
-    mask = torch.zeros(t, h, w, dtype=torch.bool)
-    mask[:, _central(h), _central(w)] = True
-    return mask
-
-
-def _vertical_band(t: int, h: int, w: int, n: int) -> torch.Tensor:
-    mask = torch.zeros(t, h, w, dtype=torch.bool)
-    mask[:, :, _central(w)] = True
-    return mask
-
-
-def _horizontal_band(t: int, h: int, w: int, n: int) -> torch.Tensor:
-    mask = torch.zeros(t, h, w, dtype=torch.bool)
-    mask[:, _central(h), :] = True
-    return mask
-
-
-def _moving_left_edges(t: int, w: int) -> list[int]:
-    """Left edge per frame of a band of width w/2 sweeping from 0 to w/2."""
-    half = w // 2
-    return [round(i * half / max(t - 1, 1)) for i in range(t)]
-
-
-def _moving_band(t: int, h: int, w: int, n: int) -> torch.Tensor:
-    mask = torch.zeros(t, h, w, dtype=torch.bool)
-    for i, left in enumerate(_moving_left_edges(t, w)):
-        mask[i, :, left : left + w // 2] = True
-    return mask
-
-
-def _moving_hole(t: int, h: int, w: int, n: int) -> torch.Tensor:
-    mask = torch.ones(t, h, w, dtype=torch.bool)
-    for i, left in enumerate(_moving_left_edges(t, w)):
-        mask[i, _central(h), left : left + w // 2] = False
-    return mask
-
-
-def _inverse_box(t: int, h: int, w: int, n: int) -> torch.Tensor:
-    return ~_box(t, h, w, n)
-
-
-def _nothing(t: int, h: int, w: int, n: int) -> torch.Tensor:
-    return torch.zeros(t, h, w, dtype=torch.bool)
+    FIRST_FRAMES = "first_frames"  # the first cond_frames frames
+    FIRST_AND_LAST = "first_and_last"  # one frame at each end
+    BOX = "box"  # a central box, H/4..3H/4 x W/4..3W/4
+    VERTICAL_BAND = "vertical_band"  # a central band of half the width
+    HORIZONTAL_BAND = "horizontal_band"  # a central band of half the height
+    MOVING_BAND = "moving_band"  # a vertical band of half the width sweeping 0 -> W/2
+    MOVING_HOLE = "moving_hole"  # everything but a central-height box sweeping 0 -> W/2
+    INVERSE_BOX = "inverse_box"  # everything but the central box
+    NOTHING = "nothing"
 
 
 @dataclass(frozen=True)
@@ -111,15 +63,19 @@ class Task:
     @property
     def conditions_on_frames(self) -> bool:
         """FP-like tasks: the condition is a prefix of frames (counted in cond_frames)."""
-        return self.region is _first_frames
+        return self.region is Region.FIRST_FRAMES
 
     def pixel_mask(self, t: int, h: int, w: int, cond_frames: int) -> torch.Tensor:
         """[T, H, W] bool, True where the condition video holds real pixels."""
-        return self.region(t, h, w, cond_frames)
+        from models.masks import region_mask
+
+        return region_mask(self.region, t, h, w, cond_frames)
 
     def token_mask(self, t: int, h: int, w: int, cond_latent_frames: int) -> torch.Tensor:
         """[t, h, w] bool, True where tokens come from the condition (segment 1)."""
-        return self.region(t, h, w, cond_latent_frames)
+        from models.masks import region_mask
+
+        return region_mask(self.region, t, h, w, cond_latent_frames)
 
     def num_input_frames(self, num_frames: int, cond_frames: int) -> int:
         """How many frames from the start of the user's clip the task reads."""
@@ -129,37 +85,9 @@ class Task:
 
     def condition_video(self, video: torch.Tensor, cond_frames: int) -> torch.Tensor:
         """The known content of `video` [B, C, T, H, W], padded per the task's rule."""
-        b, c, t, h, w = video.shape
-        if not self.needs_video:
-            return torch.zeros_like(video)
-        if self.padding == "edge" and self.conditions_on_frames:
-            last = video[:, :, cond_frames - 1 : cond_frames]  # [B, C, 1, H, W]
-            return torch.cat(
-                [video[:, :, :cond_frames], last.expand(-1, -1, t - cond_frames, -1, -1)], 2
-            )
-        if self.padding == "blend":
-            # Official FI pads with a linear blend between the first and the last frame.
-            alpha = torch.linspace(0, 1, t, dtype=video.dtype, device=video.device)
-            alpha = alpha.view(1, 1, t, 1, 1)
-            return (1 - alpha) * video[:, :, :1] + alpha * video[:, :, -1:]
-        mask = self.pixel_mask(t, h, w, cond_frames).to(video.device)
-        if self.padding == "zeros":
-            return torch.where(mask, video, torch.zeros((), dtype=video.dtype, device=video.device))
-        if self.padding == "edge":
-            return _edge_pad_box(video, mask[0])
-        raise ValueError(f"unknown padding {self.padding!r}")
+        from models.masks import condition_video
 
-
-def _edge_pad_box(video: torch.Tensor, mask_hw: torch.Tensor) -> torch.Tensor:
-    """Replicate the border of the known rectangle `mask_hw` [H, W] outwards (np.pad 'edge')."""
-    rows = torch.nonzero(mask_hw.any(1)).flatten()
-    cols = torch.nonzero(mask_hw.any(0)).flatten()
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    h, w = mask_hw.shape
-    inner = video[..., r0:r1, c0:c1]
-    return torch.nn.functional.pad(
-        inner.flatten(0, 1), (c0, w - c1, r0, h - r1), mode="replicate"
-    ).view(video.shape)
+        return condition_video(self, video, cond_frames)
 
 
 TASKS: dict[str, Task] = {
@@ -169,7 +97,7 @@ TASKS: dict[str, Task] = {
             "fp",
             "frame prediction",
             "Predict the future from the first frames.",
-            _first_frames,
+            Region.FIRST_FRAMES,
             "edge",
             needs_video=True,
             needs_class=False,
@@ -178,7 +106,7 @@ TASKS: dict[str, Task] = {
             "fi",
             "frame interpolation",
             "Fill in the frames between the first and the last.",
-            _first_and_last_frames,
+            Region.FIRST_AND_LAST,
             "blend",
             needs_video=True,
             needs_class=False,
@@ -187,7 +115,7 @@ TASKS: dict[str, Task] = {
             "opc",
             "outpainting, central",
             "Extend a central box outwards to the full frame.",
-            _box,
+            Region.BOX,
             "edge",
             needs_video=True,
             needs_class=False,
@@ -196,7 +124,7 @@ TASKS: dict[str, Task] = {
             "opv",
             "outpainting, vertical",
             "Extend a central vertical band left and right.",
-            _vertical_band,
+            Region.VERTICAL_BAND,
             "edge",
             needs_video=True,
             needs_class=False,
@@ -205,7 +133,7 @@ TASKS: dict[str, Task] = {
             "oph",
             "outpainting, horizontal",
             "Extend a central horizontal band up and down.",
-            _horizontal_band,
+            Region.HORIZONTAL_BAND,
             "edge",
             needs_video=True,
             needs_class=False,
@@ -214,7 +142,7 @@ TASKS: dict[str, Task] = {
             "opd",
             "outpainting, dynamic",
             "Extend a vertical band that sweeps left to right.",
-            _moving_band,
+            Region.MOVING_BAND,
             "zeros",
             needs_video=True,
             needs_class=False,
@@ -223,7 +151,7 @@ TASKS: dict[str, Task] = {
             "ipc",
             "inpainting, central",
             "Fill in a missing central box.",
-            _inverse_box,
+            Region.INVERSE_BOX,
             "zeros",
             needs_video=True,
             needs_class=False,
@@ -232,7 +160,7 @@ TASKS: dict[str, Task] = {
             "ipd",
             "inpainting, dynamic",
             "Fill in a missing box that moves left to right.",
-            _moving_hole,
+            Region.MOVING_HOLE,
             "zeros",
             needs_video=True,
             needs_class=False,
@@ -241,7 +169,7 @@ TASKS: dict[str, Task] = {
             "cg",
             "class-conditional generation",
             "Generate a video of a class from nothing.",
-            _nothing,
+            Region.NOTHING,
             "zeros",
             needs_video=False,
             needs_class=True,
@@ -250,7 +178,7 @@ TASKS: dict[str, Task] = {
             "cfp",
             "class-conditional frame prediction",
             "Predict the future of a class.",
-            _first_frames,
+            Region.FIRST_FRAMES,
             "edge",
             needs_video=True,
             needs_class=True,

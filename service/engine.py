@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.decoding import DecodeOptions, StepInfo
+from models.decoding import StepInfo
+from models.options import DecodeOptions
 from models.pipeline import InvalidInput, MagvitPipeline
 
 __all__ = ["Cancelled", "Engine", "EngineRequest", "InvalidInput"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from models.decoding import DecodeOptions
+from models.options import DecodeOptions
 
 STATUSES = ("queued", "in_progress", "completed", "failed", "cancelled")
 FINAL = ("completed", "failed", "cancelled")

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from media import FORMATS, DecodeLimits, DecodeTimeout, MediaError, VideoTooLarge, decode_video
 from media.npz import write_npz
-from models.decoding import DecodeOptions
+from models.options import DecodeOptions
 from models.tasks import TASK_CODES, TASKS, Task
 from service.errors import ERROR_RESPONSES, ApiError
 from service.jobs import ANONYMOUS, ErrorType, Job, JobSpec

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.decoding import DecodeOptions
+from models.options import DecodeOptions
 from models.pipeline import InvalidInput, MagvitPipeline
 from models.tasks import TASK_CODES, get_task
 

@@ -9,7 +9,7 @@ import torch
 
 from models.checkpoint import load_checkpoint
 from models.config import CONFIGS
-from models.decoding import DecodeOptions
+from models.options import DecodeOptions
 from models.pipeline import MagvitPipeline
 from models.tasks import TASK_CODES
 from training.datasets import make_dataset

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models.decoding import DecodeOptions
+from models.options import DecodeOptions
 from models.pipeline import MagvitPipeline
 from models.tasks import get_task
 from models.tokenizer import VQTokenizer

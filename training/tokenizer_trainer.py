@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,50 +36,9 @@ from training.common import (
     save_training_state,
     wrap_ddp,
 )
+from training.configs import TokenizerTrainConfig
 from training.datasets import iter_batches, make_dataset
 from training.logs import MetricsLog, plot_curves, save_grid
-
-
-@dataclass
-class TokenizerTrainConfig:
-    config: str = "default"
-    data: str = "synthetic"
-    frame_stride: int | None = None  # frames between a window's frames; None: the folder's own
-    out: str = "runs/tokenizer"
-    steps: int = 1000
-    batch_size: int = 8  # global, over all ranks
-    lr: float = 1e-4
-    beta1: float = 0.0  # Adam (beta1, 0.99); the spec's 0 suits the GAN phase
-    entropy_weight: float | None = None  # None: the tokenizer config's entropy_loss_ratio
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    # The official perceptual loss is the L2 of ResNet-50 ImageNet logits ("resnet50"); "vgg16"
-    # is the LPIPS-style one. Weights by path (safetensors, torchvision names); none: off.
-    perceptual_kind: str = "resnet50"
-    perceptual_weights: str | None = None
-    perceptual_weight: float = 0.1
-    adv_weight: float = 0.1
-    adv_start: int = 0  # step from which the GAN trains; >= steps turns it off
-    disc_lr: float = 1e-4
-    r1_cost: float = 10.0
-    r1_every: int = 4  # lazy R1, scaled by the interval
-    lecam_weight: float = 0.001
-    restart_every: int = 50  # move codes unused for `restart_after` steps onto features; 0: off
-    restart_after: int = 200
-    init_2d: str | None = None  # a 2D tokenizer checkpoint to inflate (central)
-    init: str | None = None  # a tokenizer checkpoint of this preset whose weights start the run
-    # Train the decoder alone (needs `init`): the encoder and the codebook stay bit for bit, so
-    # videos keep their tokens and a transformer trained on them keeps working.
-    decoder_only: bool = False
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 250
-    device: str = "auto"
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32
-    workers: int = 0  # processes that make batches ahead (0: in the training loop)
-    resume: bool = True
-    stop_at: int | None = None  # end this run early (time-limited jobs); resume goes on
 
 
 def _ema_decay(decay: float, step: int) -> float:

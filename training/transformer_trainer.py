@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from tqdm import tqdm
 
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import ModelConfig, get_config
-from models.decoding import DecodeOptions
+from models.options import DecodeOptions
 from models.pipeline import MagvitPipeline, build_transformer, load_tokenizer
 from models.schedule import commit_mask
 from models.sequence import build_sequence
@@ -41,42 +40,13 @@ from training.common import (
     save_training_state,
     wrap_ddp,
 )
+from training.configs import TransformerTrainConfig
 from training.datasets import make_dataset
 from training.logs import MetricsLog, plot_curves, save_grid
 from training.token_cache import TokenCache, build_token_cache, load_or_build
 
 # Seeds the per-example task draw apart from the clips' (`batch_indices` uses [seed, step]).
 _TASK_STREAM = 1
-
-
-@dataclass
-class TransformerTrainConfig:
-    config: str = "default"
-    tokenizer: str = "runs/tokenizer"
-    data: str = "synthetic"
-    out: str = "runs/transformer"
-    tasks: str = ",".join(TASK_CODES)
-    steps: int = 2000
-    batch_size: int = 32  # global, over all ranks
-    lr: float = 1e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.045
-    grad_clip: float = 1.0
-    label_smoothing: float = 1e-4
-    ema_decay: float = 0.999
-    # Probability that a class task's sample gets the "unconditional" class token instead of its
-    # label. The official trainer has none (0.0); 0.1 keeps an unconditional branch for
-    # classifier-free guidance (`DecodeOptions.guidance_scale`), which needs one.
-    class_dropout: float = 0.1
-    cache_clips: int = 4096
-    seed: int = 0
-    log_every: int = 10
-    checkpoint_every: int = 500
-    device: str = "auto"
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32
-    workers: int = 0  # processes that make clips for the token cache (0: in this process)
-    resume: bool = True
-    stop_at: int | None = None  # end this run early (time-limited jobs); resume goes on
 
 
 def parse_tasks(spec: str, allowed: tuple[str, ...]) -> tuple[str, ...]:

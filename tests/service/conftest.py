@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from models.checkpoint import save_checkpoint
-from models.decoding import DecodeOptions
+from models.options import DecodeOptions
 from models.pipeline import MagvitPipeline
 from service.app import GracefulServer, create_app, server_config
 from service.jobs import JobSpec

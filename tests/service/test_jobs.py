@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from models.decoding import DecodeOptions
+from models.options import DecodeOptions
 from service.jobs import JobSpec, key_id
 
 
