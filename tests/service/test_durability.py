@@ -78,6 +78,10 @@ def test_queue_full_answers_429(tiny_checkpoint, tmp_path):
         r = c.post("/v1/tasks/cg", data={"class_id": "0"})
         assert r.status_code == 429 and r.headers["retry-after"]
         assert r.json()["error"]["type"] == "queue_full"
+        # The full queue is found before the upload is decoded: bytes that are no video get
+        # 429, not the 415 that decoding them would give.
+        r = c.post("/v1/jobs", data={"task": "fp"}, files={"video": ("x.mp4", b"not a video")})
+        assert r.status_code == 429, r.text
     api.stop()
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from service.jobs import ErrorType
 from service.redis_queue import RedisQueue
-from tests.service.conftest import Server, make_settings, spec
+from tests.service.conftest import Server, free_port, make_settings, spec
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +111,9 @@ def test_renewed_claims_are_not_taken_over(url):
 
 
 # ------------------------------------------------------------------ API + worker processes
-def _start_worker(url: str, checkpoint: Path, name: str, log: Path) -> subprocess.Popen:
+def _start_worker(
+    url: str, checkpoint: Path, name: str, log: Path, metrics_port: int = 0
+) -> subprocess.Popen:
     env = os.environ | {"MAGVIT_JOB_MAX_ATTEMPTS": "3", "MAGVIT_WORKER_NAME": name}
     cmd = [
         sys.executable,
@@ -125,7 +127,7 @@ def _start_worker(url: str, checkpoint: Path, name: str, log: Path) -> subproces
         "--device",
         "cpu",
         "--metrics-port",
-        "0",
+        str(metrics_port),
         "--lease-seconds",
         "2",
         "--max-batch-size",
@@ -310,3 +312,18 @@ def test_idempotency_keys_are_per_owner_and_per_request(url):
         "cancelled": 1,
     }
     assert q.get(theirs.id).error_type is ErrorType.CANCELLED
+
+
+def test_worker_metrics_listen_on_loopback_only(url, tiny_checkpoint, tmp_path):
+    port = free_port()
+    worker = _start_worker(url, tiny_checkpoint, "wm", tmp_path / "wm.log", metrics_port=port)
+    try:
+        _wait_for(lambda: _ready(tmp_path / "wm.log"), 120, "the worker")
+        assert "magvit_" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        # Bound to 127.0.0.1, not to every interface: another address of this host is refused
+        # (a listener on 0.0.0.0 would answer on 127.0.0.2 too).
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.2:{port}/metrics", timeout=5)
+    finally:
+        worker.terminate()
+        worker.wait(30)
