@@ -33,6 +33,12 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tasks", help="comma-separated task codes (default: all of the checkpoint's)")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="default auto: fp16 on CUDA, bf16 on a CPU that has it, else fp32",
+    )
     p.add_argument("--fvd-real", type=Path, help="I3D features of real clips (npz 'features')")
     p.add_argument("--fvd-fake", type=Path, help="I3D features of generated clips")
     p.add_argument("--samples", type=Path, help="write a PNG: one sample for each task")
@@ -43,7 +49,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from models.checkpoint import CheckpointError, default_checkpoint_dir, load_checkpoint
     from models.options import DecodeOptions
-    from models.pipeline import MagvitPipeline, load_tokenizer
+    from models.pipeline import MagvitPipeline, load_tokenizer, precision_dtype, resolve_device
     from training.datasets import make_dataset
     from training.evaluate import evaluate, evaluate_tokenizer, fvd_from_files, task_samples
     from training.logs import save_grid
@@ -66,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
                                "transformer")  # fmt: skip
             pipe = None
         else:
-            pipe = MagvitPipeline.from_loaded(ckpt, args.device)
+            dtype = precision_dtype(args.precision, resolve_device(args.device))
+            pipe = MagvitPipeline.from_loaded(ckpt, args.device, dtype)
             tasks = (ckpt.config.tasks if args.tasks is None
                      else parse_tasks(args.tasks, ckpt.config.tasks))  # fmt: skip
     except (CheckpointError, ValueError, FileNotFoundError) as err:

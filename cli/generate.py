@@ -42,19 +42,26 @@ def add_parser(sub) -> None:
     src.add_argument("--config", choices=sorted(CONFIGS), help="preset, with --random-init")
     p.add_argument("--random-init", action="store_true", help="random weights (for testing)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="default auto: fp16 on CUDA, bf16 on a CPU that has it, else fp32",
+    )
     p.set_defaults(run=run)
 
 
 def _load_pipeline(args: argparse.Namespace):
     from models.checkpoint import CheckpointError
-    from models.pipeline import MagvitPipeline
+    from models.pipeline import MagvitPipeline, precision_dtype, resolve_device
 
+    dtype = precision_dtype(args.precision, resolve_device(args.device))
     if args.config or args.random_init:
         if not (args.config and args.random_init):
             raise CliError("--config and --random-init go together")
-        return MagvitPipeline.random_init(args.config, args.device, seed=args.seed)
+        return MagvitPipeline.random_init(args.config, args.device, args.seed, dtype)
     try:
-        return MagvitPipeline.from_checkpoint(args.checkpoint, args.device)
+        return MagvitPipeline.from_checkpoint(args.checkpoint, args.device, dtype)
     except CheckpointError as err:
         raise CliError(str(err)) from None
 

@@ -15,6 +15,12 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped one")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default=None,
+        help="default auto: fp16 on CUDA, bf16 on a CPU that has it, else fp32",
+    )
+    p.add_argument(
         "--queue",
         default=None,
         help="sqlite:///PATH (default: in --data-dir) or redis://HOST:PORT/DB",
@@ -37,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         "port": args.port,
         "checkpoint": args.checkpoint,
         "device": args.device,
+        "precision": args.precision,
         "queue_url": args.queue,
         "workers": args.workers,
         "data_dir": args.data_dir,

@@ -19,9 +19,12 @@ from torch import nn
 
 from models.config import Vocabulary
 from models.kernels.sampling import (
+    PhiloxStream,
+    categorical_sampling_step,
     fused_sampling_step,
     gumbel_noise,
     remask_lowest,
+    sampling_backend,
     sampling_filter,
 )
 from models.options import DECODE_PRESETS, DecodeOptions  # noqa: F401 (re-exported)
@@ -40,9 +43,39 @@ class StepInfo:
 ProgressFn = Callable[[StepInfo], None]
 
 
-def _noise(generators: Sequence[torch.Generator], shape: tuple[int, ...], device) -> torch.Tensor:
-    """Per-element noise so that a request's sample does not depend on its batch mates."""
-    return torch.stack([gumbel_noise(shape, g, "cpu") for g in generators]).to(device)
+def counter_based_noise(device: torch.device) -> bool:
+    """Whether the decoding loop draws Philox noise from (seed, step, token), as the fused
+    kernel does: on CUDA, and wherever MAGVIT_SAMPLING=triton."""
+    return device.type == "cuda" or sampling_backend() == "triton"
+
+
+def _sample(
+    logits: torch.Tensor,
+    tokens: torch.Tensor,
+    known: torch.Tensor,
+    options: DecodeOptions,
+    choice_temperature: float,
+    allowed: torch.Tensor | None,
+    seeds: Sequence[int],
+    generators: Sequence[torch.Generator],
+    step: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One sampling step over [B, N, K] logits. A request's noise comes from its own seed, so
+    its sample does not depend on its batch mates. On CUDA (or with MAGVIT_SAMPLING=triton) the
+    noise is counter-based Philox drawn inside the fused kernel from (seed, step, token): nothing
+    is drawn on the host or copied. On the CPU, inverse-CDF sampling from each request's
+    generator: one number a token instead of one a (token, code)."""
+    b, n, k = logits.shape
+    flat = (logits.reshape(b * n, k), tokens.reshape(b * n), known.reshape(b * n))
+    allowed = None if allowed is None else allowed.reshape(b * n, k)
+    if counter_based_noise(logits.device):
+        stream = PhiloxStream.for_requests(seeds, n, step, logits.device)
+        return fused_sampling_step(*flat, options.temperature, choice_temperature,
+                                   stream=stream, allowed=allowed)  # fmt: skip
+    uniform = torch.cat([torch.rand(n, generator=g) for g in generators]).to(logits.device)
+    choice = torch.cat([gumbel_noise((n,), g, "cpu") for g in generators]).to(logits.device)
+    return categorical_sampling_step(*flat, options.temperature, choice_temperature, uniform,
+                                     choice, allowed)  # fmt: skip
 
 
 def _codebook_logits(
@@ -97,7 +130,6 @@ def decode(
     """Generate video tokens [B, N] given condition tokens [B, N] and the condition region
     `cond_mask` [B, N] (True = condition). One seed per batch element."""
     b, n = cond_tokens.shape
-    k = vocab.codebook_size
     device = cond_tokens.device
     if len(seeds) != b or len(class_ids) != b:
         raise ValueError("need one seed and one class id per batch element")
@@ -117,15 +149,8 @@ def decode(
         allowed = sampling_filter(logits, options.temperature, options.top_k, options.top_p)
 
         annealed = options.choice_temperature * (1.0 - (step + 1) / options.steps)
-        sampled, _, score = fused_sampling_step(
-            logits.reshape(b * n, k),
-            tokens.reshape(b * n),
-            (~undecided).reshape(b * n),
-            temperature=options.temperature,
-            choice_temperature=annealed,
-            gumbel_sample=_noise(generators, (n, k), device).reshape(b * n, k),
-            gumbel_choice=_noise(generators, (n,), device).reshape(b * n),
-            allowed=None if allowed is None else allowed.reshape(b * n, k),
+        sampled, _, score = _sample(
+            logits, tokens, ~undecided, options, annealed, allowed, seeds, generators, step
         )
         sampled, score = sampled.view(b, n), score.view(b, n)
 

@@ -55,6 +55,44 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+PRECISIONS: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products natively (AVX-512 BF16 or AMX), so that
+    oneDNN runs bf16 convolutions and matmuls faster than fp32 rather than emulating them."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and (
+            torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        )
+    except (AttributeError, RuntimeError):  # a build without oneDNN or without these probes
+        return False
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on CUDA; bf16 on a CPU that has it natively (measured: `docs/performance.md`);
+    fp32 elsewhere. Code search and the sampling step stay in fp32 in every case."""
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def precision_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """`auto` (see `default_dtype`) or one of `PRECISIONS`."""
+    if precision == "auto":
+        return default_dtype(device)
+    try:
+        return PRECISIONS[precision]
+    except KeyError:
+        raise ValueError(f"precision must be auto or one of {sorted(PRECISIONS)}") from None
+
+
 def fit_clip(frames: np.ndarray | torch.Tensor, video_shape: tuple[int, int, int]) -> torch.Tensor:
     """uint8 frames [T, H, W, 3] -> float [3, T', H', W'] in [0, 1] for `video_shape`: the first
     T' frames (the last one repeated if there are fewer), the shorter side resized and the rest
@@ -84,12 +122,9 @@ class MagvitPipeline:
     ) -> None:
         self.config = config
         self.device = resolve_device(device)
-        # Half precision on CUDA by default; CPU stays in fp32 (fp16 matmuls are slow there).
-        if dtype is None:
-            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.dtype = dtype
-        self.tokenizer = tokenizer.to(self.device, dtype).eval()
-        self.transformer = transformer.to(self.device, dtype).eval()
+        self.dtype = dtype if dtype is not None else default_dtype(self.device)
+        self.tokenizer = tokenizer.to(self.device, self.dtype).eval()
+        self.transformer = transformer.to(self.device, self.dtype).eval()
 
     @classmethod
     def from_checkpoint(
@@ -112,11 +147,15 @@ class MagvitPipeline:
 
     @classmethod
     def random_init(
-        cls, config: str | ModelConfig, device: str | torch.device = "cpu", seed: int = 0
+        cls,
+        config: str | ModelConfig,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        dtype: torch.dtype | None = None,
     ) -> MagvitPipeline:
         config = get_config(config) if isinstance(config, str) else config
         torch.manual_seed(seed)
-        return cls(config, build_tokenizer(config), build_transformer(config), device)
+        return cls(config, build_tokenizer(config), build_transformer(config), device, dtype)
 
     # ----------------------------------------------------------------------------------- inputs
     def task(self, code: str) -> Task:
@@ -181,9 +220,9 @@ class MagvitPipeline:
         if tuple(videos.shape) != (batch, 3, t, h, w):
             raise InvalidInput(f"expected videos of shape {(batch, 3, t, h, w)}")
         classes = self._class_ids(task, class_ids, batch)
-        videos = videos.to(self.device, self.dtype)
+        videos = videos.float().cpu()  # kept exact for pasting the condition back
 
-        cond_video = task.condition_video(videos, cfg.cond_frames)
+        cond_video = task.condition_video(videos.to(self.device, self.dtype), cfg.cond_frames)
         cond_tokens = self.tokenizer.encode(cond_video).flatten(1)  # [B, N]
         lt, lh, lw = cfg.token_shape
         cond_mask = task.token_mask(lt, lh, lw, cfg.cond_latent_frames).flatten()  # [N]
@@ -201,7 +240,7 @@ class MagvitPipeline:
         out = self.decode_tokens(tokens.view(batch, lt, lh, lw))
         if paste_condition and task.needs_video:
             pixel_mask = task.pixel_mask(t, h, w, cfg.cond_frames).to(out.device)  # [T, H, W]
-            out = torch.where(pixel_mask, videos.float().cpu(), out)
+            out = torch.where(pixel_mask, videos, out)
         return out
 
     @torch.no_grad()

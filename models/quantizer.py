@@ -39,8 +39,9 @@ class VectorQuantizer(nn.Module):
         nn.init.uniform_(self.codebook, -bound, bound)
 
     def _distances(self, flat: torch.Tensor) -> torch.Tensor:
-        """Squared Euclidean distances [N, K] from flat features [N, D] to every code."""
-        e = self.codebook
+        """Squared Euclidean distances [N, K] from flat features [N, D] to every code, in fp32
+        whatever the weights' precision, so that the nearest code does not depend on it."""
+        e = self.codebook.float()
         return (
             flat.pow(2).sum(1, keepdim=True)
             - 2 * flat @ e.t()

@@ -80,8 +80,15 @@ class Downsample(nn.Module):
         self.factor = _resample_factor(cfg, temporal)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pool = F.avg_pool3d if len(self.factor) == 3 else F.avg_pool2d
-        return pool(x, self.factor, self.factor)
+        # Average pooling (kernel = stride = factor, remainders dropped) as a reshape and a
+        # mean: the same numbers as avg_pool, and defined for bf16 on the CPU, which
+        # avg_pool3d is not.
+        lead = x.shape[:2]
+        sizes = [n // f for n, f in zip(x.shape[2:], self.factor, strict=True)]
+        x = x[(..., *(slice(0, n * f) for n, f in zip(sizes, self.factor, strict=True)))]
+        split = [d for n, f in zip(sizes, self.factor, strict=True) for d in (n, f)]
+        dims = tuple(range(3, 3 + 2 * len(sizes), 2))
+        return x.reshape(*lead, *split).mean(dims)
 
 
 class Upsample(nn.Module):

@@ -17,7 +17,7 @@ import torch
 
 from models.decoding import StepInfo
 from models.options import DecodeOptions
-from models.pipeline import InvalidInput, MagvitPipeline
+from models.pipeline import InvalidInput, MagvitPipeline, precision_dtype, resolve_device
 
 __all__ = ["Cancelled", "Engine", "EngineRequest", "InvalidInput"]
 
@@ -45,8 +45,9 @@ class Engine:
         self._lock = threading.Lock()  # one batch at a time per device
 
     @classmethod
-    def load(cls, checkpoint: Path | None, device: str) -> Engine:
-        return cls(MagvitPipeline.from_checkpoint(checkpoint, device))
+    def load(cls, checkpoint: Path | None, device: str, precision: str = "auto") -> Engine:
+        dtype = precision_dtype(precision, resolve_device(device))
+        return cls(MagvitPipeline.from_checkpoint(checkpoint, device, dtype))
 
     def warmup(self) -> None:
         """One short generation, so the first request does not pay for lazy initialisation."""

@@ -49,7 +49,7 @@ async def load_engine(settings: Settings) -> Engine:
     from service.engine import Engine
 
     checkpoint = settings.checkpoint or default_checkpoint_dir()
-    engine = await asyncio.to_thread(Engine.load, checkpoint, settings.device)
+    engine = await asyncio.to_thread(Engine.load, checkpoint, settings.device, settings.precision)
     if settings.warmup:
         await asyncio.to_thread(engine.warmup)
     return engine

@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     checkpoint: Path | None = None  # None: the shipped default checkpoint
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
+    # auto: fp16 on CUDA, bf16 on a CPU with native bf16, else fp32 (models.pipeline)
+    precision: str = Field("auto", pattern="^(auto|fp32|bf16|fp16)$")
     # sqlite:///PATH (default: <data_dir>/jobs.sqlite3) or redis://HOST:PORT/DB (many machines)
     queue_url: str | None = Field(None, pattern=r"^(sqlite:///.+|rediss?://.+|unix://.+)$")
     # Refuse to start on a queue that would lose accepted jobs on a restart (else: a warning).

@@ -179,13 +179,13 @@ def test_decoding_passes_full_logits_with_top_k(monkeypatch):
     import models.decoding as decoding
 
     seen = []
-    real = decoding.fused_sampling_step
+    real = decoding.categorical_sampling_step  # the CPU's sampler
 
-    def spy(logits, *args, **kwargs):
-        seen.append((logits, kwargs["allowed"]))
-        return real(logits, *args, **kwargs)
+    def spy(logits, *args):
+        seen.append((logits, args[-1]))
+        return real(logits, *args)
 
-    monkeypatch.setattr(decoding, "fused_sampling_step", spy)
+    monkeypatch.setattr(decoding, "categorical_sampling_step", spy)
     _run([0], options=DecodeOptions(top_k=2, top_p=0.9))
     logits, allowed = seen[0]
     assert torch.isfinite(logits).all()  # not filtered: the confidence sees every token
