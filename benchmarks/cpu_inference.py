@@ -160,15 +160,17 @@ def scaling(batches: list[int], token_counts: list[int]) -> list[dict]:
             run, tok = frame_prediction(pipe, videos), tokenizer_only(pipe, videos)
             tok()  # warm-up at this shape
             total, tok_s = seconds(run), seconds(tok)
-            rows.append({
-                "tokens": tokens,
-                "model": cfg.name,
-                "batch": batch,
-                "seconds": total,
-                "seconds_per_video": total / batch,
-                "tokenizer_seconds": tok_s,
-                "transformer_seconds": max(total - tok_s, 0.0),
-            })
+            rows.append(
+                {
+                    "tokens": tokens,
+                    "model": cfg.name,
+                    "batch": batch,
+                    "seconds": total,
+                    "seconds_per_video": total / batch,
+                    "tokenizer_seconds": tok_s,
+                    "transformer_seconds": max(total - tok_s, 0.0),
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
