@@ -12,11 +12,14 @@ tied output head over its own table; the layers in between are the (parity-teste
 from __future__ import annotations
 
 import copy
+import json
 
+import msgpack
 import numpy as np
 import pytest
 import torch
 
+from cli.main import main
 from models.config import ModelConfig, TransformerConfig
 from models.official import (
     TreeMismatch,
@@ -24,10 +27,12 @@ from models.official import (
     official_model_config,
     official_transformer_state,
     state_dict_to_flax,
+    tokenizer_config,
 )
-from models.pipeline import build_transformer
+from models.pipeline import MagvitPipeline, build_transformer
 from models.sequence import build_sequence, class_tokens
 from models.tasks import TASK_CODES
+from models.tokenizer import VQTokenizer
 from models.transformer import BidirectionalTransformer, _gelu
 
 # task_registry.SpecialTokens of the official code.
@@ -326,3 +331,60 @@ def test_trees_that_do_not_fit_the_config_are_refused():
     )
     with pytest.raises(TreeMismatch, match="missing BertEmbed_0/segment_embeddings"):
         official_transformer_state(no_segments, seg_config, seg_layout)
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def _msgpack(tree: dict) -> bytes:
+    """Like flax.serialization.to_bytes of a nested state: ndarrays as extension type 1."""
+    nested: dict = {}
+    for key, value in tree.items():
+        node = nested
+        *parents, leaf = key.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+
+    def default(obj):
+        if isinstance(obj, np.ndarray):
+            return msgpack.ExtType(1, msgpack.packb((obj.shape, obj.dtype.name, obj.tobytes())))
+        raise TypeError(type(obj))
+
+    return msgpack.packb({"params": nested, "global_step": 7}, default=default)
+
+
+def test_cli_converts_an_official_config_and_tree_into_a_checkpoint(tmp_path, capsys):
+    config = bair_config()
+    tree = official_tree(config, seed=6)
+    tokenizer = VQTokenizer(tokenizer_config(VQVAE))
+    vq_tree = {f"ema_params/{k}": v for k, v in state_dict_to_flax(tokenizer).items()}
+    np.savez(tmp_path / "vq.npz", **vq_tree)
+    (tmp_path / "bert.msgpack").write_bytes(_msgpack(tree))
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    args = ["convert-official", "--tokenizer", str(tmp_path / "vq.npz"),
+            "--transformer", str(tmp_path / "bert.msgpack"),
+            "--official-config", str(tmp_path / "config.json"),
+            "--out", str(tmp_path / "ck")]  # fmt: skip
+    assert main(args) == 0
+
+    pipe = MagvitPipeline.from_checkpoint(tmp_path / "ck")
+    assert pipe.config.tasks == ("fp",) and not pipe.config.transformer.task_token
+    for name, tensor in tokenizer.state_dict().items():
+        assert torch.equal(pipe.tokenizer.state_dict()[name], tensor), name
+    ours, theirs = both_logits(config, tree, pipe.config, pipe.transformer, "fp", None, seed=7)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    video = torch.rand(1, 3, 4, 8, 8)
+    out = pipe.generate("fp", video, None, seeds=[0])
+    assert out.shape == (1, 3, 4, 8, 8)
+    with pytest.raises(ValueError, match="not trained for task 'fi'"):
+        pipe.generate("fi", video, None, seeds=[0])
+    capsys.readouterr()
+
+    # What cannot map is one line on stderr and exit status 2.
+    (tmp_path / "bad.json").write_text(json.dumps(_with(config, tasks=["outpainting"])))
+    args[args.index(str(tmp_path / "config.json"))] = str(tmp_path / "bad.json")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "quarter_topleft" in err
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(args) == 2
+    assert "cannot read" in capsys.readouterr().err
