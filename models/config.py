@@ -58,6 +58,10 @@ class TransformerConfig:
     mlp_dim: int
     dropout: float = 0.1
     layer_norm_eps: float = 1e-12
+    # False: the model has no task input, as a single-task model of the official code (whose
+    # sequence is [class] [video tokens]); the task slot of the sequence is dropped before the
+    # embeddings, so its position table has one row fewer (`ModelConfig.num_positions`).
+    task_token: bool = True
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,11 @@ class ModelConfig:
     def sequence_length(self) -> int:
         """[task token] [class token] [video tokens]."""
         return 2 + self.num_video_tokens
+
+    @property
+    def num_positions(self) -> int:
+        """Rows of the transformer's position table: the positions it reads."""
+        return self.sequence_length - (0 if self.transformer.task_token else 1)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,24 +9,35 @@ the word embeddings in both, so it has no kernel of its own.
 Each converter builds one table of (flax name, torch name, layout) from the module structure
 itself, so the same table converts in both directions and a tree whose names or shapes differ is
 refused with the offending keys named.
+
+Trees trained with the official MaskGVT code keep the transformer's vocabulary, positions and
+segments in another layout than this project's (`OfficialLayout`); `official_model_config` reads
+an official experiment config into a `ModelConfig` and that layout, and
+`official_transformer_state` remaps the rows before the table does the rest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from models.config import TokenizerConfig, TransformerConfig
+from models.config import ModelConfig, TokenizerConfig, TransformerConfig, Vocabulary
+from models.tasks import TASK_CODES, get_task
 from models.tokenizer import ResBlock, VQTokenizer
 from models.transformer import BidirectionalTransformer
 
 
 class TreeMismatch(ValueError):
     """A Flax tree whose names or shapes do not fit the module."""
+
+
+class UnsupportedOfficialModel(ValueError):
+    """An official config whose model this project cannot express (a task, a conditioning mode
+    or an architecture it does not have)."""
 
 
 @dataclass(frozen=True)
@@ -210,13 +221,23 @@ def load_official(model: torch.nn.Module, tree: Mapping[str, Any]) -> torch.nn.M
 
 # ------------------------------------------------------------------------------------- configs
 def tokenizer_config(official: Mapping[str, Any]) -> TokenizerConfig:
-    """The official VQ model config (as in the reference's meta_json) -> TokenizerConfig."""
+    """The official VQ model config (`config.vqvae`; as in the reference's meta_json) ->
+    TokenizerConfig."""
     if official.get("architecture", "3dcnn") not in ("3dcnn", "2dcnn"):
-        raise ValueError(f"unsupported tokenizer architecture {official.get('architecture')!r}")
+        raise UnsupportedOfficialModel(
+            f"unsupported tokenizer architecture {official.get('architecture')!r}"
+        )
     if official.get("num_enc_res_blocks") != official.get("num_dec_res_blocks"):
-        raise ValueError("different encoder and decoder depths are not supported")
+        raise UnsupportedOfficialModel("different encoder and decoder depths are not supported")
     if official.get("conv_downsample") or official.get("deconv_upsample"):
-        raise ValueError("strided-conv resampling is not supported (the MAGVIT configs pool)")
+        raise UnsupportedOfficialModel(
+            "strided-conv resampling is not supported (the MAGVIT configs pool)"
+        )
+    if official.get("norm_type", "GN") != "GN" or official.get("activation_fn", "swish") != "swish":
+        raise UnsupportedOfficialModel(
+            f"tokenizer norm {official.get('norm_type')!r} / activation "
+            f"{official.get('activation_fn')!r}: only GroupNorm and swish are supported"
+        )
     return TokenizerConfig(
         filters=int(official["filters"]),
         channel_multipliers=tuple(int(m) for m in official["channel_multipliers"]),
@@ -246,3 +267,309 @@ def transformer_config(official: Mapping[str, Any]) -> tuple[TransformerConfig, 
         "num_segments": int(official.get("num_segments", 2)),
     }
     return cfg, sizes
+
+
+# ------------------------------------------------------------ official MaskGVT vocabulary layout
+# Special tokens of the official code (videogvt/train_lib/task_registry.py, SpecialTokens) are
+# negative ids; its embedding lookup (jnp.take) counts them from the end of the vocabulary.
+OFFICIAL_MASK = -1
+OFFICIAL_TASK_TOKENS: dict[str, int] = {
+    "full_generation": -3,
+    "frame_prediction": -4,
+    "frame_interpolation": -5,
+    "outpainting": -6,
+    "inpainting": -7,
+}
+# Special-token rows after the class rows (maskgvt_train_lib.get_num_special_tokens): only
+# [MASK] in a single-task model, 16 slots in a multi-task one.
+OFFICIAL_SPECIAL_ROWS = {False: 1, True: 16}
+
+# Official condition padding (cond_utils, jnp.pad modes) -> this project's padding rule.
+_PADDING = {"edge": "edge", "interpolate": "blend", "constant": "zeros"}
+_OUTPAINTING = {
+    "rectangle_central": "opc",
+    "rectangle_vertical": "opv",
+    "rectangle_horizontal": "oph",
+    "dynamic_vertical": "opd",
+}
+_INPAINTING = {"rectangle_central": "ipc", "dynamic_central": "ipd"}
+
+
+@dataclass(frozen=True)
+class OfficialLayout:
+    """Where an official MaskGVT transformer keeps its rows (maskgvt_train_lib.get_bert_model,
+    get_class_tokens, generate_masked_tokens):
+
+    vocabulary   [0, K) codebook, K + c class c, K + C "unconditional", then the special
+                 rows, [MASK] last (id -1), task tokens at -3 .. -7
+    sequence     [task token] [class token] [video tokens] in a multi-task model,
+                 [class token] [video tokens] in a single-task one (no task token)
+    segments     no segment embeddings unless `transformer.use_condition_segment`
+
+    `task_tokens` maps each task code of this project the model was trained for to its official
+    (negative) task token; it is empty for a single-task model.
+    """
+
+    codebook_size: int
+    num_classes: int
+    num_video_tokens: int
+    multi_task: bool
+    segments: bool
+    task_tokens: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.codebook_size + self.num_classes + 1 + OFFICIAL_SPECIAL_ROWS[self.multi_task]
+
+    @property
+    def num_positions(self) -> int:
+        return (2 if self.multi_task else 1) + self.num_video_tokens
+
+    def row(self, token: int) -> int:
+        """The embedding row of an official token id (negative ids count from the end)."""
+        return token + self.vocab_size if token < 0 else token
+
+
+def _section(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = config.get(key)
+    if not isinstance(value, Mapping):
+        raise UnsupportedOfficialModel(f"the official config has no '{key}' section")
+    return value
+
+
+def _official_task(
+    config: Mapping[str, Any], task_id: str, inpainting_token: int
+) -> tuple[str, int, tuple[int, int] | None]:
+    """One official task (task_registry.get_task_registry and its defaults) -> (this project's
+    code, official task token, (condition frames, latent condition frames) of frame prediction
+    or None); refuses what has no equal."""
+    own = config.get(task_id)
+    task_cfg: Mapping[str, Any] = own if isinstance(own, Mapping) else {}
+
+    def cond_mode() -> None:
+        mode = task_cfg.get("condition_mode", config.get("condition_mode", "cond->input"))
+        if mode != "cond->input":
+            raise UnsupportedOfficialModel(
+                f"task {task_id}: condition mode {mode!r}; only 'cond->input' (condition "
+                "tokens in the masked positions) is supported"
+            )
+
+    def padding(default: str, code: str) -> None:
+        pad = task_cfg.get("cond_padding", default)
+        if _PADDING.get(pad) != get_task(code).padding:
+            raise UnsupportedOfficialModel(
+                f"task {task_id}: condition padding {pad!r}; task {code} pads "
+                f"{get_task(code).padding!r}"
+            )
+
+    if task_id.startswith("full_generation"):
+        # Without its own section the task is class-conditional (get_full_generation_task).
+        if not (task_cfg.get("class_conditional", False) if own is not None else True):
+            raise UnsupportedOfficialModel(
+                f"task {task_id}: unconditional generation has no task here (cg needs a class)"
+            )
+        return "cg", OFFICIAL_TASK_TOKENS["full_generation"], None
+    if task_id.startswith("latent_frame_prediction"):
+        raise UnsupportedOfficialModel(
+            f"task {task_id}: latent frame prediction ('cond->cond' under the full-generation "
+            "token) has no task here"
+        )
+    if task_id.startswith("frame_prediction"):
+        cond_mode()
+        code = "cfp" if task_cfg.get("class_conditional", False) else "fp"
+        padding("edge", code)
+        frames = (int(task_cfg.get("cond_frames", 1)), int(task_cfg.get("cond_latent_frames", 1)))
+        return code, OFFICIAL_TASK_TOKENS["frame_prediction"], frames
+    if task_id.startswith("frame_interpolation"):
+        cond_mode()
+        padding("interpolate", "fi")
+        ends = (int(task_cfg.get("cond_frames", 1)), int(task_cfg.get("cond_latent_frames", 1)))
+        if ends != (1, 1):
+            raise UnsupportedOfficialModel(
+                f"task {task_id}: interpolation here knows one frame (one latent frame) at each end"
+            )
+        return "fi", OFFICIAL_TASK_TOKENS["frame_interpolation"], None
+    for prefix, regions, pad, token in (
+        ("outpainting", _OUTPAINTING, "edge", OFFICIAL_TASK_TOKENS["outpainting"]),
+        ("inpainting", _INPAINTING, "constant", inpainting_token),
+    ):
+        if task_id.startswith(prefix):
+            cond_mode()
+            region = task_cfg.get("cond_region", "quarter_topleft")
+            if region not in regions:
+                raise UnsupportedOfficialModel(
+                    f"task {task_id}: {prefix} region {region!r} has no task here "
+                    f"(supported: {', '.join(sorted(regions))})"
+                )
+            padding(pad, regions[region])
+            return regions[region], token, None
+    raise UnsupportedOfficialModel(f"unknown official task {task_id!r}")
+
+
+def official_model_config(config: Mapping[str, Any]) -> tuple[ModelConfig, OfficialLayout]:
+    """An official MaskGVT experiment config (the ConfigDict of videogvt/configs/maskgvt_*.py as
+    JSON, with its VQ model's config under vq_model_from.config) -> the ModelConfig of the same
+    model here and the layout of its official parameters.
+
+    Refuses, with `UnsupportedOfficialModel`, what has no equal here: tasks other than the ten
+    (e.g. the quarter-top-left outpainting default, latent frame prediction, unconditional
+    generation), condition modes other than 'cond->input', other condition paddings, frame
+    prediction whose latent condition frames are not ceil(frames / temporal factor), two official
+    tasks on one task of this project, and a latent shape the tokenizer does not give."""
+    try:
+        return _official_model_config(config)
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, UnsupportedOfficialModel):
+            raise
+        what = f"no key {err.args[0]!r}" if isinstance(err, KeyError) else str(err)
+        raise UnsupportedOfficialModel(f"invalid official config: {what}") from None
+
+
+def _official_model_config(config: Mapping[str, Any]) -> tuple[ModelConfig, OfficialLayout]:
+    tr = _section(config, "transformer")
+    if tr.get("variant", "simplified_bert") != "simplified_bert":
+        raise UnsupportedOfficialModel(f"transformer variant {tr.get('variant')!r}")
+    vq = _section(_section(config, "vq_model_from"), "config")
+    tokenizer = tokenizer_config(_section(vq, "vqvae"))
+    data = _section(config, "dataset_configs")
+    size = config.get("image_size")
+    frame_size = (int(size), int(size)) if isinstance(size, int | float) else tuple(size or ())
+    if len(frame_size) != 2:
+        raise UnsupportedOfficialModel(f"image_size {size!r}")
+
+    multi_task = bool(config.get("multi_task", False))
+    inpainting_token = OFFICIAL_TASK_TOKENS[
+        "inpainting" if (config.get("bug_patches") or {}).get("inpainting_token") else "outpainting"
+    ]
+    task_ids = config.get("tasks") or ("full_generation",)
+    if isinstance(task_ids, str):
+        task_ids = (task_ids,)
+    tokens: dict[str, int] = {}
+    cond: set[tuple[int, int]] = set()
+    for task_id in task_ids:
+        code, token, fp_cond = _official_task(config, str(task_id), inpainting_token)
+        if code in tokens:
+            raise UnsupportedOfficialModel(f"two official tasks map onto task {code}")
+        tokens[code] = token
+        if fp_cond is not None:
+            cond.add(fp_cond)
+    if len(cond) > 1:
+        raise UnsupportedOfficialModel("fp and cfp condition on different numbers of frames")
+    has_fp = bool(cond)
+    cond_frames, cond_latent = cond.pop() if has_fp else (1, 1)
+
+    model = ModelConfig(
+        name=f"official:{config.get('experiment_name', 'maskgvt')}",
+        num_frames=int(data["num_frames"]),
+        frame_size=(int(frame_size[0]), int(frame_size[1])),
+        tokenizer=tokenizer,
+        transformer=TransformerConfig(
+            hidden_dim=int(tr["hidden_size"]),
+            num_layers=int(tr["num_layers"]),
+            num_heads=int(tr["num_heads"]),
+            mlp_dim=int(tr["mlp_dim"]),
+            dropout=float(tr.get("dropout_rate", 0.1)),
+            task_token=multi_task,
+        ),
+        num_classes=int(data.get("num_classes", 0)),
+        cond_frames=cond_frames,
+        tasks=tuple(code for code in TASK_CODES if code in tokens),
+    )
+    latent = tuple(int(n) for n in tr.get("latent_shape", model.token_shape))
+    if latent != model.token_shape:
+        raise UnsupportedOfficialModel(
+            f"latent shape {list(latent)} is not what the tokenizer gives for "
+            f"{model.num_frames} x {model.frame_size[0]} x {model.frame_size[1]} "
+            f"({list(model.token_shape)})"
+        )
+    if has_fp and cond_latent != model.cond_latent_frames:
+        raise UnsupportedOfficialModel(
+            f"frame prediction on {cond_frames} frames conditions on {cond_latent} latent "
+            f"frames; here it is {model.cond_latent_frames} (ceil of frames / temporal factor)"
+        )
+    layout = OfficialLayout(
+        codebook_size=tokenizer.codebook_size,
+        num_classes=model.num_classes,
+        num_video_tokens=model.num_video_tokens,
+        multi_task=multi_task,
+        segments=bool(tr.get("use_condition_segment", False)),
+        task_tokens=tokens if multi_task else {},
+    )
+    return model, layout
+
+
+_WORD = "BertEmbed_0/word_embeddings/embedding"
+_POSITION = "BertEmbed_0/position_embeddings/embedding"
+_SEGMENT = "BertEmbed_0/segment_embeddings/embedding"
+_BIAS = "BertMlmLayer_0/mlm_bias/bias"
+
+
+def _rows_to_project(layout: OfficialLayout, vocab: Vocabulary) -> dict[int, int]:
+    """Row of this project's vocabulary -> row of the official one, for every row that has one.
+    A task token the official model shares between tasks (all outpainting and inpainting tasks
+    under one token) is copied to each of them; rows of tasks it was not trained for stay
+    zero."""
+    k = layout.codebook_size
+    rows = {i: i for i in range(k)}
+    rows[vocab.mask_id] = layout.row(OFFICIAL_MASK)
+    for c in range(layout.num_classes):
+        rows[vocab.class_token(c)] = k + c
+    rows[vocab.class_token(None)] = k + layout.num_classes
+    for code, token in layout.task_tokens.items():
+        rows[vocab.task_token(TASK_CODES.index(code))] = layout.row(token)
+    return rows
+
+
+def official_transformer_tree(
+    tree: Mapping[str, Any], layout: OfficialLayout, vocab: Vocabulary
+) -> dict[str, np.ndarray]:
+    """A flat official transformer tree -> the same tree in this project's layout (vocabulary
+    rows remapped, segment embeddings zero where the official model has none), for
+    `flax_to_state_dict`. Refuses a tree whose embedding shapes are not the config's."""
+    tree = dict(tree)
+    for key in (_WORD, _POSITION, _BIAS):
+        if key not in tree:
+            raise TreeMismatch(f"parameter tree does not match the official layout: missing {key}")
+    word, bias = np.asarray(tree[_WORD]), np.asarray(tree[_BIAS])
+    width = word.shape[-1]
+    expected = {
+        _WORD: (layout.vocab_size, width),
+        _BIAS: (layout.vocab_size,),
+        _POSITION: (layout.num_positions, width),
+    }
+    if layout.segments:
+        expected[_SEGMENT] = (2, width)
+    elif _SEGMENT in tree:
+        raise TreeMismatch(
+            f"unexpected {_SEGMENT}: the config has no segment embeddings "
+            "(transformer.use_condition_segment)"
+        )
+    for key, shape in expected.items():
+        if key not in tree:
+            raise TreeMismatch(f"parameter tree does not match the official layout: missing {key}")
+        if tuple(np.shape(tree[key])) != shape:
+            raise TreeMismatch(
+                f"{key}: shape {tuple(np.shape(tree[key]))}, the official layout of this config "
+                f"has {shape}"
+            )
+    rows = _rows_to_project(layout, vocab)
+    ours, theirs = list(rows), list(rows.values())
+    new_word = np.zeros((vocab.size, width), np.float32)
+    new_bias = np.zeros((vocab.size,), np.float32)
+    new_word[ours] = word[theirs]
+    new_bias[ours] = bias[theirs]
+    tree[_WORD], tree[_BIAS] = new_word, new_bias
+    if not layout.segments:
+        tree[_SEGMENT] = np.zeros((2, width), np.float32)
+    return tree
+
+
+def official_transformer_state(
+    tree: Mapping[str, Any], model_config: ModelConfig, layout: OfficialLayout
+) -> dict[str, torch.Tensor]:
+    """A flat official transformer tree -> a state dict of `build_transformer(model_config)`."""
+    with torch.device("meta"):  # shapes only
+        model = BidirectionalTransformer(
+            model_config.transformer, model_config.vocab.size, model_config.num_positions
+        )
+    return flax_to_state_dict(official_transformer_tree(tree, layout, model_config.vocab), model)

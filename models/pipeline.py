@@ -45,7 +45,7 @@ def load_tokenizer(ckpt: Checkpoint) -> VQTokenizer:
 
 def build_transformer(config: ModelConfig) -> BidirectionalTransformer:
     return BidirectionalTransformer(
-        config.transformer, vocab_size=config.vocab.size, max_positions=config.sequence_length
+        config.transformer, vocab_size=config.vocab.size, max_positions=config.num_positions
     )
 
 

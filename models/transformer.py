@@ -7,6 +7,8 @@ embeddings (token + position + segment) -> LayerNorm -> dropout
 (dropout 0.1 on the hidden states and, in training, on the attention probabilities)
 -> MLM head (dense, GELU, LN) -> logits = x @ token_embedding^T + bias (the head is tied).
 LayerNorm eps 1e-12 and GELU in its tanh approximation, as in the official code.
+A single-task model of the official code has no task token: with `TransformerConfig.task_token`
+False the sequence's task slot is dropped before the embeddings.
 """
 
 from __future__ import annotations
@@ -97,7 +99,25 @@ class BidirectionalTransformer(nn.Module):
         segment_ids: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """ids [B, L] -> logits [B, L, V]; key_padding_mask [B, L] bool, True = attend."""
+        """ids [B, L] -> logits [B, L, V]; key_padding_mask [B, L] bool, True = attend.
+
+        A model without a task token (`cfg.task_token` False) reads ids[:, 1:] only: the task
+        slot is neither embedded nor attended to, and its logits are zeros."""
+        if not self.cfg.task_token:
+            body = self._forward(
+                ids[:, 1:],
+                None if segment_ids is None else segment_ids[:, 1:],
+                None if key_padding_mask is None else key_padding_mask[:, 1:],
+            )
+            return torch.cat([body.new_zeros(body.shape[0], 1, body.shape[2]), body], dim=1)
+        return self._forward(ids, segment_ids, key_padding_mask)
+
+    def _forward(
+        self,
+        ids: torch.Tensor,
+        segment_ids: torch.Tensor | None,
+        key_padding_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         b, l = ids.shape
         pos = torch.arange(l, device=ids.device)
         x = self.word_embeddings(ids) + self.position_embeddings(pos)[None]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from models.config import CONFIGS, ModelConfig
 from models.options import DecodeOptions
-from models.pipeline import InvalidInput, MagvitPipeline
+from models.pipeline import InvalidInput, MagvitPipeline, build_transformer
 from models.tasks import TASK_CODES, get_task
 
 FAST = DecodeOptions(steps=3)
@@ -74,3 +77,25 @@ def test_bad_requests(pipe):
         pipe.generate("cg", None, [pipe.config.num_classes], [0], FAST)
     with pytest.raises(InvalidInput, match="needs a video"):
         pipe.generate("fp", None, None, [0], FAST)
+
+
+def test_a_model_without_task_token_reads_class_and_video_only():
+    cfg = CONFIGS["tiny"]
+    cfg = dataclasses.replace(
+        cfg, transformer=dataclasses.replace(cfg.transformer, task_token=False)
+    )
+    model = build_transformer(cfg).eval()
+    assert model.position_embeddings.num_embeddings == cfg.sequence_length - 1
+    ids = torch.randint(0, cfg.tokenizer.codebook_size, (2, cfg.sequence_length))
+    ids[:, 1] = cfg.vocab.class_token(None)
+    with torch.no_grad():
+        logits = model(ids)
+        other_task = model(torch.cat([ids[:, :1] + 3, ids[:, 1:]], dim=1))
+    assert torch.equal(logits, other_task)  # the task slot is not read
+    assert not logits[:, 0].any()
+    assert logits[:, 1:].abs().max() > 0
+    # Configs written before the field existed still load, with a task token.
+    data = cfg.to_dict()
+    assert ModelConfig.from_dict(data).transformer.task_token is False
+    del data["transformer"]["task_token"]
+    assert ModelConfig.from_dict(data).transformer.task_token is True
