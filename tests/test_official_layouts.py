@@ -366,7 +366,7 @@ def test_cli_converts_an_official_config_and_tree_into_a_checkpoint(tmp_path, ca
             "--out", str(tmp_path / "ck")]  # fmt: skip
     assert main(args) == 0
 
-    pipe = MagvitPipeline.from_checkpoint(tmp_path / "ck")
+    pipe = MagvitPipeline.from_checkpoint(tmp_path / "ck", "cpu", torch.float32)
     assert pipe.config.tasks == ("fp",) and not pipe.config.transformer.task_token
     for name, tensor in tokenizer.state_dict().items():
         assert torch.equal(pipe.tokenizer.state_dict()[name], tensor), name
