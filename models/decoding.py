@@ -86,14 +86,22 @@ def _codebook_logits(
 
 
 def unconditional_input(
-    vocab: Vocabulary, ids: torch.Tensor, segments: torch.Tensor
+    vocab: Vocabulary,
+    ids: torch.Tensor,
+    segments: torch.Tensor,
+    unconditional_task: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The unconditional branch of guidance, as the official code: the task token, the class
-    token and every condition token (segment 1) become [MASK], with segment 0. ids, segments
-    [B, L]; sampled tokens already decided stay, so both branches see the same canvas."""
-    drop = segments.bool()
-    drop[:, :NUM_PREFIX_TOKENS] = True
-    return ids.masked_fill(drop, vocab.mask_id), torch.zeros_like(segments)
+    """The unconditional branch of guidance, as the official code builds it
+    (`maskgvt_train_lib.generate_masked_tokens`, `mask_utils.random_mask`): every condition
+    token (segment 1) becomes [MASK]; the class slot holds the unconditional class token; the
+    task slot holds `unconditional_task` (the full-generation task, CG, where the model has it)
+    or keeps its task; the segment ids stay those of the conditional pass. ids, segments
+    [B, L]; tokens already decided stay, so both branches see the same canvas."""
+    ids_u = ids.masked_fill(segments.bool(), vocab.mask_id)
+    ids_u[:, 1] = vocab.class_token(None)
+    if unconditional_task is not None:
+        ids_u[:, 0] = vocab.task_token(unconditional_task)
+    return ids_u, segments
 
 
 def guided_logits(
@@ -102,13 +110,14 @@ def guided_logits(
     ids: torch.Tensor,
     segments: torch.Tensor,
     scale: float,
+    unconditional_task: int | None = None,
 ) -> torch.Tensor:
     """Codebook logits [B, N, K] with classifier-free guidance c + scale * (c - u): both
     branches in one forward pass over the batch [c; u] of 2B sequences."""
     k = vocab.codebook_size
     if scale == 0:
         return _codebook_logits(transformer, ids, segments, k)
-    ids_u, segs_u = unconditional_input(vocab, ids, segments)
+    ids_u, segs_u = unconditional_input(vocab, ids, segments, unconditional_task)
     both = _codebook_logits(transformer, torch.cat([ids, ids_u]), torch.cat([segments, segs_u]), k)
     c, u = both.chunk(2)
     return c + scale * (c - u)
@@ -126,9 +135,11 @@ def decode(
     options: DecodeOptions = DecodeOptions(),
     progress: ProgressFn | None = None,
     schedule: MaskSchedule | None = None,
+    unconditional_task: int | None = None,
 ) -> torch.Tensor:
     """Generate video tokens [B, N] given condition tokens [B, N] and the condition region
-    `cond_mask` [B, N] (True = condition). One seed per batch element."""
+    `cond_mask` [B, N] (True = condition). One seed per batch element. `unconditional_task`:
+    the task token of guidance's unconditional branch (see `unconditional_input`)."""
     b, n = cond_tokens.shape
     device = cond_tokens.device
     if len(seeds) != b or len(class_ids) != b:
@@ -145,7 +156,9 @@ def decode(
     for step in range(options.steps):
         segments = (undecided & cond_mask).long()
         ids, segs = build_sequence(vocab, task_index, cls, tokens, segments)
-        logits = guided_logits(transformer, vocab, ids, segs, options.guidance_scale)  # [B,N,K]
+        logits = guided_logits(
+            transformer, vocab, ids, segs, options.guidance_scale, unconditional_task
+        )  # [B, N, K]
         allowed = sampling_filter(logits, options.temperature, options.top_k, options.top_p)
 
         annealed = options.choice_temperature * (1.0 - (step + 1) / options.steps)

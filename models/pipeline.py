@@ -21,7 +21,7 @@ from models.checkpoint import (
 )
 from models.config import ModelConfig, get_config
 from models.decoding import DecodeOptions, ProgressFn, StepInfo, decode
-from models.tasks import Task, get_task
+from models.tasks import TASK_CODES, Task, get_task
 from models.tokenizer import VQTokenizer
 from models.transformer import BidirectionalTransformer
 
@@ -236,6 +236,7 @@ class MagvitPipeline:
             seeds,
             options,
             progress,
+            unconditional_task=TASK_CODES.index("cg") if "cg" in cfg.tasks else None,
         )
         out = self.decode_tokens(tokens.view(batch, lt, lh, lw))
         if paste_condition and task.needs_video:

@@ -18,7 +18,7 @@ NUM_PREFIX_TOKENS = 2
 
 def class_tokens(vocab: Vocabulary, class_ids: Sequence[int | None], device=None) -> torch.Tensor:
     """[B] class-token ids; None is the "unconditional" class (tasks without a class, and the
-    class dropout of training). Guidance's unconditional branch uses [MASK] instead, as the
+    class dropout of training), which guidance's unconditional branch also uses, as the
     official code (`decoding.unconditional_input`)."""
     return torch.tensor([vocab.class_token(c) for c in class_ids], dtype=torch.long, device=device)
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from models.config import Vocabulary
-from models.decoding import DecodeOptions, decode, guided_logits
+from models.decoding import DecodeOptions, decode, guided_logits, unconditional_input
 from models.kernels.sampling import sampling_filter, sampling_step
 from models.schedule import MaskSchedule
 
@@ -98,19 +98,33 @@ def test_guidance_is_the_official_operator_in_one_batched_pass():
     assert len(plain.calls) == 12 and len(guided.calls) == 12
     first = guided.calls[0]
     assert first.shape[0] == 2 and torch.equal(first[0], plain.calls[0][0])
-    # The unconditional half drops the task token, the class token and the condition tokens.
-    assert (first[1] == VOCAB.mask_id).all()
     # c + s (c - u) on the logits of each branch run alone.
     model = TableTransformer()
     ids = plain.calls[0]
     segs = torch.zeros_like(ids)
     segs[:, 2:8] = 1
-    ids_u = torch.full_like(ids, VOCAB.mask_id)
     c = model(ids, segs)[:, 2:, :16]
-    u = model(ids_u, torch.zeros_like(segs))[:, 2:, :16]
+    ids_u, segs_u = unconditional_input(VOCAB, ids, segs)
+    u = model(ids_u, segs_u)[:, 2:, :16]
     got = guided_logits(model, VOCAB, ids, segs, 2.0)
     assert torch.allclose(got, c + 2.0 * (c - u), atol=1e-5)
     assert len(model.calls) == 3  # two reference calls, one for the guided logits
+
+
+def test_unconditional_branch_is_built_as_the_official_code():
+    # [task 0][class 1][6 condition tokens (segment 1), 2 decided tokens, 2 masks]
+    ids = torch.tensor([[VOCAB.task_token(0), VOCAB.class_token(1), 3, 4, 5, 6, 7, 8, 9, 10,
+                         VOCAB.mask_id, VOCAB.mask_id]])  # fmt: skip
+    segs = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0]])
+    ids_u, segs_u = unconditional_input(VOCAB, ids, segs)
+    mask, uncond = VOCAB.mask_id, VOCAB.class_token(None)
+    want = [VOCAB.task_token(0), uncond, *[mask] * 6, 9, 10, mask, mask]
+    assert ids_u.tolist() == [want]
+    assert torch.equal(segs_u, segs)  # the conditional pass's segment ids
+    # A model with a full-generation task puts its token in the task slot.
+    ids_cg, _ = unconditional_input(VOCAB, ids, segs, unconditional_task=8)
+    assert ids_cg[0, 0] == VOCAB.task_token(8) and torch.equal(ids_cg[0, 1:], ids_u[0, 1:])
+    assert ids[0, 1] == VOCAB.class_token(1)  # the conditional input is left alone
 
 
 def test_top_k_one_without_choice_noise_is_greedy():

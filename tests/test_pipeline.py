@@ -99,3 +99,23 @@ def test_a_model_without_task_token_reads_class_and_video_only():
     assert ModelConfig.from_dict(data).transformer.task_token is False
     del data["transformer"]["task_token"]
     assert ModelConfig.from_dict(data).transformer.task_token is True
+
+
+def test_guidance_unconditional_branch_uses_the_full_generation_task(pipe, monkeypatch):
+    import models.pipeline
+
+    seen = {}
+    real = models.pipeline.decode
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models.pipeline, "decode", spy)
+    pipe.generate("cg", None, [0], [0], DecodeOptions(steps=1, guidance_scale=1.0))
+    assert seen["unconditional_task"] == TASK_CODES.index("cg")
+    without_cg = dataclasses.replace(pipe.config, tasks=("fp",))
+    fp_only = MagvitPipeline(without_cg, pipe.tokenizer, pipe.transformer)
+    t, h, w = pipe.config.video_shape
+    fp_only.generate("fp", torch.rand(1, 3, t, h, w), None, [0], DecodeOptions(steps=1))
+    assert seen["unconditional_task"] is None  # the task keeps its own token
