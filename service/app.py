@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     app.state.magvit = AppState(settings, config, queue, None, metrics)  # scheduler at start-up
 
     errors.install(app)
-    routes.install(app, settings.max_steps)
+    routes.install(app, settings.max_steps, settings.max_output_frames)
     # The playground: static files shipped in the package; the page asks for a key itself.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

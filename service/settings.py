@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     max_video_seconds: float = Field(600.0, gt=0)
     decode_timeout_s: float = Field(20.0, gt=0)
     max_steps: int = Field(64, ge=1)
+    # The longest video fp and cfp make (`frames`), sliding the model's window.
+    max_output_frames: int = Field(128, ge=1, le=4096)
     result_ttl_s: float = Field(86_400.0, gt=0)
     job_max_attempts: int = Field(3, ge=1)
     lease_seconds: float = Field(60.0, gt=0)
