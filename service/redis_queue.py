@@ -7,6 +7,8 @@ Keys (prefix `magvit:` by default):
     job:<id>       hash: the job's fields (status, params, attempts, progress, worker, ...)
     input:<id>     the uploaded frames (npz); result:<id> the video; preview:<id> the latest PNG
     idem:<key>     idempotency key -> job id
+    owner:<owner>  sorted set of an owner's job ids by arrival (listings; ids of expired jobs
+                   are taken out by `expire`)
     redeliveries   count of deliveries taken over from a worker that stopped renewing
 
 A worker reads with XREADGROUP (COUNT = its batch, BLOCK = its wait) and XACKs an entry only
@@ -34,7 +36,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from service.jobs import STATUSES, ErrorType, Job, JobSpec, scoped_key
-from service.queue import IdempotencyConflict, QueueFull, QueueUnavailable, worker_name
+from service.queue import (
+    IdempotencyConflict,
+    JobPage,
+    QueueFull,
+    QueueUnavailable,
+    UnknownCursor,
+    worker_name,
+)
 
 GROUP = "workers"
 SOCKET_TIMEOUT_S = 2.0
@@ -81,6 +90,21 @@ return 1
 """
 
 
+# KEYS: an owner's index. ARGV: cursor job id ('' for the newest), count. The next ids after
+# the cursor, newest first, read at once (arrivals meanwhile move no page); false when the
+# cursor is not in the index.
+_PAGE = """
+local start = 0
+if ARGV[1] ~= '' then
+  local rank = redis.call('ZREVRANK', KEYS[1], ARGV[1])
+  if not rank then return false end
+  start = rank + 1
+end
+return redis.call('ZREVRANGE', KEYS[1], start, start + tonumber(ARGV[2]) - 1)
+"""
+LIST_SCAN = 1000  # job ids a listing looks at per page at most (with a status filter)
+
+
 class RedisQueue:
     blocking = True
 
@@ -111,6 +135,7 @@ class RedisQueue:
         self._claim = self.r.register_script(_CLAIM)
         self._finish_script = self.r.register_script(_FINISH)
         self._release = self.r.register_script(_RELEASE)
+        self._page = self.r.register_script(_PAGE)
         self._buffer: list[Job] = []  # claimed by this worker, not yet handed out
         self._lock = threading.Lock()
         self._group_ready = False
@@ -199,9 +224,45 @@ class RedisQueue:
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(self._k("job", job.id), mapping=fields)
             pipe.zadd(self.queued, {job.id: job.created_at})
+            pipe.zadd(self._k("owner", spec.owner), {job.id: job.created_at})
             pipe.xadd(self.stream, {"id": job.id})
             pipe.execute()
         return job, True
+
+    def list_jobs(
+        self, owner: str, limit: int, after: str | None = None, status: str | None = None
+    ) -> JobPage:
+        """The owner's jobs, newest first, from its index; looks at LIST_SCAN ids at most (a
+        status filter may give a short page, its `next` where the look stopped)."""
+        index = self._k("owner", owner)
+        jobs: list[Job] = []
+        cursor = after or ""
+        looked = 0
+        more = True
+        while len(jobs) <= limit and looked < LIST_SCAN:
+            ids = self._page(keys=[index], args=[cursor, min(100, LIST_SCAN - looked)])
+            if ids is None:
+                raise UnknownCursor
+            if not ids:
+                more = False
+                break
+            looked += len(ids)
+            with self.r.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(self._k("job", job_id.decode()))
+                hashes = pipe.execute()
+            for job_id, h in zip(ids, hashes, strict=True):
+                job = self._job(h)
+                cursor = job_id.decode()
+                if job is None or job.spec.owner != owner:
+                    continue  # expired, not yet out of the index
+                if status is None or job.status == status:
+                    jobs.append(job)
+                    if len(jobs) > limit:
+                        break
+        if len(jobs) > limit:
+            return JobPage(jobs[:limit], jobs[limit - 1].id)
+        return JobPage(jobs, cursor if more and cursor else None)
 
     @staticmethod
     def _same_request(existing: Job, spec: JobSpec) -> Job:
@@ -445,7 +506,22 @@ class RedisQueue:
         return out
 
     def expire(self, before):
-        return []  # Redis expires finished jobs, results and keys itself (time-to-live)
+        """Redis expires finished jobs, results and keys itself (time-to-live); this takes the
+        ids of expired jobs that arrived before `before` out of the owners' indexes."""
+        gone: list[str] = []
+        for index in self.r.scan_iter(match=f"{self.p}:owner:*", count=500):
+            ids = self.r.zrangebyscore(index, "-inf", before)
+            if not ids:
+                continue
+            with self.r.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.exists(self._k("job", job_id.decode()))
+                alive = pipe.execute()
+            dead = [job_id for job_id, ok in zip(ids, alive, strict=True) if not ok]
+            if dead:
+                self.r.zrem(index, *dead)
+                gone += [d.decode() for d in dead]
+        return gone
 
     def stats(self) -> dict[str, int]:
         """Depth, consumer-group lag and pending entries, redeliveries, dead letters."""
@@ -488,6 +564,7 @@ for _name in (
     "enqueue",
     "get",
     "find",
+    "list_jobs",
     "claim_batch",
     "renew",
     "set_progress",
@@ -504,6 +581,7 @@ for _name in (
     "cancel",
     "depth",
     "counts",
+    "expire",
     "stats",
     "dead_letters",
 ):

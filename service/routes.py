@@ -15,10 +15,10 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
@@ -29,8 +29,8 @@ from models.decoding import DecodeOptions
 from models.tasks import TASK_CODES, TASKS, Task
 from service.errors import ERROR_RESPONSES, ApiError
 from service.jobs import ANONYMOUS, ErrorType, Job, JobSpec
-from service.queue import IdempotencyConflict, QueueFull, QueueUnavailable
-from service.schemas import JobOut, TaskList
+from service.queue import IdempotencyConflict, QueueFull, QueueUnavailable, UnknownCursor
+from service.schemas import JobList, JobOut, TaskList
 from service.validation import InvalidRequest, check_fields, check_frames, check_start
 
 FORMAT_PATTERN = "^(" + "|".join(FORMATS) + ")$"
@@ -445,6 +445,30 @@ def jobs_router(parse_form) -> APIRouter:
             media_type="application/json",
             headers={"Location": out.url},
         )
+
+    @jobs.get(
+        "",
+        response_model=JobList,
+        summary="the caller's jobs, newest first",
+        responses={c: ERROR_RESPONSES[c] for c in (401, 422, 503)},
+    )
+    async def list_jobs(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=100, description="jobs per page")] = 20,
+        after: Annotated[
+            str | None,
+            Query(min_length=1, max_length=200, description="the previous page's `next`"),
+        ] = None,
+        status: Annotated[
+            Literal["queued", "in_progress", "completed", "failed", "cancelled"] | None,
+            Query(description="only jobs in this status"),
+        ] = None,
+    ):
+        try:
+            page = await _q(state(request).queue.list_jobs, owner(request), limit, after, status)
+        except UnknownCursor:
+            raise ApiError(422, f"after: {after!r} is not one of your jobs (or expired)") from None
+        return JobList(items=[_job_out(request, job) for job in page.jobs], next=page.next)
 
     @jobs.get(
         "/{job_id}",

@@ -52,6 +52,15 @@ class JobOut(BaseModel):
         )
 
 
+class JobList(BaseModel):
+    """A page of the caller's jobs, newest first."""
+
+    items: list[JobOut]
+    # The `after` of the next page (a job id); null after the last page. A page may hold
+    # fewer items than `limit` even when more follow: the list ends when `next` is null.
+    next: str | None
+
+
 class TaskInfo(BaseModel):
     code: str
     name: str

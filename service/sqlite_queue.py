@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service.jobs import STATUSES, ErrorType, Job, JobSpec, scoped_key
-from service.queue import IdempotencyConflict, QueueFull, worker_name
+from service.queue import IdempotencyConflict, JobPage, QueueFull, UnknownCursor, worker_name
 
 T = TypeVar("T")
 
@@ -41,8 +41,15 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (status, created_at);
 """
-# Columns added since the first schema: (name, declaration).
-_ADDED = [("error_type", "TEXT")]
+# Columns added since the first schema: (name, declaration, what fills it in older rows).
+_ADDED = [
+    ("error_type", "TEXT", None),
+    ("owner", "TEXT NOT NULL DEFAULT ''", "COALESCE(json_extract(params, '$.owner'), '')"),
+]
+# Indexes on added columns, made once the columns exist.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at, id);
+"""
 
 
 class SqliteQueue:
@@ -64,9 +71,12 @@ class SqliteQueue:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
-        for name, decl in _ADDED:
+        for name, decl, fill in _ADDED:
             if name not in have:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+                if fill is not None:
+                    self._db.execute(f"UPDATE jobs SET {name} = {fill}")
+        self._db.executescript(_INDEXES)
         self.reclaim_orphans()
 
     def close(self) -> None:
@@ -130,8 +140,16 @@ class SqliteQueue:
             job = Job(job_id or uuid.uuid4().hex, spec, idempotency_key=idempotency_key)
             db.execute(
                 "INSERT INTO jobs (id, idempotency_key, task, params, batch_key, status,"
-                " created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?)",
-                (job.id, scoped, spec.task, spec.to_json(), spec.batch_key, job.created_at),
+                " created_at, owner) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+                (
+                    job.id,
+                    scoped,
+                    spec.task,
+                    spec.to_json(),
+                    spec.batch_key,
+                    job.created_at,
+                    spec.owner,
+                ),
             )
             return job, True
 
@@ -150,6 +168,31 @@ class SqliteQueue:
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return self._job(row) if row else None
+
+    def list_jobs(
+        self, owner: str, limit: int, after: str | None = None, status: str | None = None
+    ) -> JobPage:
+        """The owner's jobs, newest first (ties by id), from the index on (owner, time)."""
+        where, args = ["owner = ?"], [owner]
+        with self._lock:
+            if after is not None:
+                row = self._db.execute(
+                    "SELECT created_at FROM jobs WHERE id = ? AND owner = ?", (after, owner)
+                ).fetchone()
+                if row is None:
+                    raise UnknownCursor
+                where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+                args += [row[0], row[0], after]
+            if status is not None:
+                where.append("status = ?")
+                args.append(status)
+            rows = self._db.execute(
+                f"SELECT * FROM jobs WHERE {' AND '.join(where)}"
+                " ORDER BY created_at DESC, id DESC LIMIT ?",
+                (*args, limit + 1),
+            ).fetchall()
+        jobs = [self._job(r) for r in rows[:limit]]
+        return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
 
     def reclaim_orphans(self) -> list[str]:
         """Jobs in progress under a worker of this host whose process is gone (the server was
