@@ -62,6 +62,8 @@ class JobSpec:
     fingerprint: str = ""
     # The length of the video to make (fp, cfp), by sliding the model's window; None: one window.
     frames: int | None = None
+    # Where the job's final state is POSTed (service/webhooks.py); checked at submission.
+    webhook: str | None = None
 
     @property
     def batch_key(self) -> str:
@@ -92,6 +94,7 @@ class JobSpec:
             owner=data.get("owner", ANONYMOUS),
             fingerprint=data.get("fingerprint", ""),
             frames=data.get("frames"),
+            webhook=data.get("webhook"),
         )
 
 

@@ -79,6 +79,15 @@ class JobQueue(Protocol):
         when it is not one of the owner's), only those of `status` if given."""
         ...
 
+    def take_notifications(self, limit: int) -> list[Job]:
+        """Up to `limit` finished jobs with a webhook whose notification nobody has taken yet;
+        each is handed out once, to one caller (of any process)."""
+        ...
+
+    def return_notifications(self, job_ids: list[str]) -> None:
+        """Notifications taken but not delivered (the process stops): to be taken again."""
+        ...
+
     def claim_batch(
         self, max_batch: int, max_wait_s: float, lease_s: float, block_s: float = 0.0
     ) -> list[Job]: ...

@@ -9,6 +9,8 @@ Keys (prefix `magvit:` by default):
     idem:<key>     idempotency key -> job id
     owner:<owner>  sorted set of an owner's job ids by arrival (listings; ids of expired jobs
                    are taken out by `expire`)
+    webhooks       list of finished jobs whose webhook is still to be sent (pushed by the
+                   script that finishes a job, popped by one sender each)
     redeliveries   count of deliveries taken over from a worker that stopped renewing
 
 A worker reads with XREADGROUP (COUNT = its batch, BLOCK = its wait) and XACKs an entry only
@@ -62,9 +64,9 @@ redis.call('ZREM', KEYS[2], ARGV[5])
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """
 
-# KEYS: job hash, queued set, input, preview, result. ARGV: new status, now, error, format,
-# time-to-live, job id, allowed old statuses (space separated), error type. Returns the old
-# status.
+# KEYS: job hash, queued set, input, preview, result, webhooks list. ARGV: new status, now,
+# error, format, time-to-live, job id, allowed old statuses (space separated), error type.
+# Returns the old status.
 _FINISH = """
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return false end
@@ -76,6 +78,7 @@ if string.find(' ' .. ARGV[7] .. ' ', ' ' .. s .. ' ', 1, true) then
   redis.call('DEL', KEYS[3], KEYS[4])
   redis.call('EXPIRE', KEYS[1], ARGV[5])
   if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('EXPIRE', KEYS[5], ARGV[5]) end
+  if redis.call('HGET', KEYS[1], 'webhook') == '1' then redis.call('RPUSH', KEYS[6], ARGV[6]) end
 end
 return s
 """
@@ -132,6 +135,7 @@ class RedisQueue:
         self.worker = consumer or worker_name()
         self.p = prefix
         self.stream, self.dead, self.queued = f"{prefix}:jobs", f"{prefix}:dead", f"{prefix}:queued"
+        self.webhooks = f"{prefix}:webhooks"
         self._claim = self.r.register_script(_CLAIM)
         self._finish_script = self.r.register_script(_FINISH)
         self._release = self.r.register_script(_RELEASE)
@@ -220,6 +224,7 @@ class RedisQueue:
             "num_steps": 0,
             "created_at": repr(job.created_at),
             "idempotency_key": idempotency_key or "",
+            "webhook": "1" if spec.webhook else "",
         }
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(self._k("job", job.id), mapping=fields)
@@ -269,6 +274,16 @@ class RedisQueue:
         if existing.spec.fingerprint != spec.fingerprint:
             raise IdempotencyConflict
         return existing
+
+    def take_notifications(self, limit: int) -> list[Job]:
+        """LPOP hands each finished job's notification to one sender; expired jobs are
+        skipped."""
+        ids = self.r.lpop(self.webhooks, limit) or []
+        return [job for job in (self.get(i.decode()) for i in ids) if job is not None]
+
+    def return_notifications(self, job_ids: list[str]) -> None:
+        if job_ids:
+            self.r.rpush(self.webhooks, *job_ids)
 
     # ---------------------------------------------------------------------------- claims
     def claim_batch(self, max_batch, max_wait_s, lease_s, block_s=0.5):
@@ -408,6 +423,7 @@ class RedisQueue:
             self._k("input", job_id),
             self._k("preview", job_id),
             self._k("result", job_id),
+            self.webhooks,
         ]
         args = [
             status,
@@ -565,6 +581,8 @@ for _name in (
     "get",
     "find",
     "list_jobs",
+    "take_notifications",
+    "return_notifications",
     "claim_batch",
     "renew",
     "set_progress",

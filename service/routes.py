@@ -32,6 +32,7 @@ from service.jobs import ANONYMOUS, ErrorType, Job, JobSpec
 from service.queue import IdempotencyConflict, QueueFull, QueueUnavailable, UnknownCursor
 from service.schemas import JobList, JobOut, TaskList
 from service.validation import InvalidRequest, check_fields, check_frames, check_start
+from service.webhooks import MAX_URL_LENGTH, Allowlist, check_url
 
 FORMAT_PATTERN = "^(" + "|".join(FORMATS) + ")$"
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
@@ -196,12 +197,15 @@ async def _submit(
     video: UploadFile | None,
     idempotency_key: str | None,
     preview: bool = False,
+    webhook: str | None = None,
 ) -> tuple[Job, bool]:
     st = state(request)
     _refuse_if_unavailable(st)
     if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
         raise ApiError(400, "Idempotency-Key must be 1 to 200 printable characters, no spaces")
     try:
+        if webhook is not None:
+            check_url(webhook, Allowlist.parse(st.settings.webhook_hosts))
         check_fields(
             st.config,
             task,
@@ -215,7 +219,7 @@ async def _submit(
         raise ApiError(err.status, str(err)) from None
     upload = await video.read() if video is not None else None
     me = owner(request)
-    fingerprint = form.digest(task, preview, upload)
+    fingerprint = form.digest(task, preview, upload, webhook=webhook)
     if idempotency_key:
         existing = await _q(st.queue.find, me, idempotency_key)
         if existing is not None:
@@ -238,6 +242,7 @@ async def _submit(
         owner=me,
         fingerprint=fingerprint,
         frames=form.frames,
+        webhook=webhook,
     )
     created = False
     try:
@@ -434,9 +439,20 @@ def jobs_router(parse_form) -> APIRouter:
         form: Annotated[GenerationForm, Depends(parse_form)],
         video: Annotated[UploadFile | None, File()] = None,
         preview: Annotated[bool, Form(description="preview frames in the event stream")] = False,
+        webhook: Annotated[
+            str | None,
+            Form(
+                min_length=1,
+                max_length=MAX_URL_LENGTH,
+                description="a URL on an allowlisted host: the job's final state is POSTed "
+                "to it, signed (X-Magvit-Signature)",
+            ),
+        ] = None,
         idempotency_key: Annotated[str | None, Header()] = None,
     ):
-        job, created = await _submit(request, TASKS[task], form, video, idempotency_key, preview)
+        job, created = await _submit(
+            request, TASKS[task], form, video, idempotency_key, preview, webhook
+        )
         out = _job_out(request, job)
         state(request).metrics.requests.labels(task, "202").inc()
         return Response(

@@ -45,11 +45,15 @@ CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (status, created_at);
 _ADDED = [
     ("error_type", "TEXT", None),
     ("owner", "TEXT NOT NULL DEFAULT ''", "COALESCE(json_extract(params, '$.owner'), '')"),
+    # 'waiting': a webhook to send once the job is finished; 'taken': handed to a sender.
+    ("webhook_state", "TEXT", None),
 ]
 # Indexes on added columns, made once the columns exist.
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_webhooks ON jobs (finished_at) WHERE webhook_state = 'waiting';
 """
+_FINAL = "('completed', 'failed', 'cancelled')"
 
 
 class SqliteQueue:
@@ -140,7 +144,7 @@ class SqliteQueue:
             job = Job(job_id or uuid.uuid4().hex, spec, idempotency_key=idempotency_key)
             db.execute(
                 "INSERT INTO jobs (id, idempotency_key, task, params, batch_key, status,"
-                " created_at, owner) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+                " created_at, owner, webhook_state) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
                 (
                     job.id,
                     scoped,
@@ -149,6 +153,7 @@ class SqliteQueue:
                     spec.batch_key,
                     job.created_at,
                     spec.owner,
+                    "waiting" if spec.webhook else None,
                 ),
             )
             return job, True
@@ -193,6 +198,29 @@ class SqliteQueue:
             ).fetchall()
         jobs = [self._job(r) for r in rows[:limit]]
         return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
+
+    def take_notifications(self, limit: int) -> list[Job]:
+        def run(db: sqlite3.Connection) -> list[sqlite3.Row]:
+            rows = db.execute(
+                f"SELECT * FROM jobs WHERE webhook_state = 'waiting' AND status IN {_FINAL}"
+                " ORDER BY finished_at LIMIT ?",
+                (limit,),
+            ).fetchall()
+            db.executemany(
+                "UPDATE jobs SET webhook_state = 'taken' WHERE id = ?", [(r["id"],) for r in rows]
+            )
+            return rows
+
+        return [self._job(row) for row in self._tx(run)]
+
+    def return_notifications(self, job_ids: list[str]) -> None:
+        self._tx(
+            lambda db: db.executemany(
+                "UPDATE jobs SET webhook_state = 'waiting'"
+                " WHERE id = ? AND webhook_state = 'taken'",
+                [(i,) for i in job_ids],
+            )
+        )
 
     def reclaim_orphans(self) -> list[str]:
         """Jobs in progress under a worker of this host whose process is gone (the server was
