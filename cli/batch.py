@@ -141,16 +141,16 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_manifest(path: Path) -> dict[str, Entry]:
-    """Earlier entries by input."""
-    entries: dict[str, Entry] = {}
+def _read_manifest(path: Path) -> dict[Path, Entry]:
+    """Earlier entries by input (its resolved path, however it was named)."""
+    entries: dict[Path, Entry] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
                 entry = Entry.from_json(line)
             except (ValueError, TypeError):
                 continue  # a line cut short by an interrupted run
-            entries[entry.input] = entry
+            entries[Path(entry.input).resolve()] = entry
     return entries
 
 
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError as err:
             entries[path] = Entry(str(path), None, None, status="failed", error=_os_error(err))
             continue
-        before = earlier.get(str(path))
+        before = earlier.get(path.resolve())
         attempt = 1
         if before and before.key == _key(digest, args.task, fields, before.attempt):
             # The same content and parameters as before.
@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
         todo.append(path)
 
     lock = threading.RLock()
-    names = {str(p) for p in inputs}
+    names = {p.resolve() for p in inputs}
 
     def save() -> None:
         """The manifest: this run's entries, and earlier ones of other inputs."""

@@ -382,11 +382,14 @@ class Client:
         status, when a stream ends early); TimeoutError after `timeout` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            # A quiet stream (a job waiting in the queue) ends by its read timeout, at the
+            # deadline at the latest.
+            left = 60.0 if deadline is None else min(60.0, deadline - time.monotonic())
             try:
-                for event in self.events(job_id):
+                for event in self.events(job_id, read_timeout=max(0.1, left)):
                     if on_event is not None:
                         on_event(event)
-                    if event.done:
+                    if event.done or (deadline is not None and time.monotonic() > deadline):
                         break
             except (httpx.TransportError, Unavailable):
                 pass  # the stream broke or the server is stopping: ask again below

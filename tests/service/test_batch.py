@@ -111,3 +111,28 @@ def test_bad_arguments_are_clear_errors(keyed, tmp_path, capsys):
     # A field the server refuses fails the input, with the server's message.
     assert main([*base, "--task", "fp", "--input", str(clip), "--frames", "100000"]) == 1
     assert "invalid_input: frames" in capsys.readouterr().err
+
+
+def test_failed_jobs_stay_failed_unless_retried(tiny_checkpoint, tmp_path, capsys):
+    # No workers: jobs wait in the queue, so --timeout fails their inputs.
+    srv = Server(make_settings(tiny_checkpoint, tmp_path / "data", workers=0)).start()
+    try:
+        (tmp_path / "in").mkdir()
+        (tmp_path / "in" / "a.mp4").write_bytes(videos.clip("mp4"))
+        out = tmp_path / "out"
+        args = ["batch", "--server", srv.url, "--task", "fp", "--input", str(tmp_path / "in"),
+                "--output", str(out), "--steps", "1", "--timeout", "0.5"]  # fmt: skip
+        assert main(args) == 1
+        assert "still queued" in capsys.readouterr().err
+        [job] = _manifest(out).values()
+        with Client(srv.url) as client:
+            client.cancel(job["job_id"])
+            assert main(args) == 1  # re-attached: its job was cancelled, no new job
+            assert "cancelled" in _manifest(out)["a.mp4"]["error"]
+            assert [j.id for j in client.iter_jobs()] == [job["job_id"]]
+            assert main([*args, "--retry-failed"]) == 1  # a new job, still waiting
+            again = _manifest(out)["a.mp4"]
+            assert again["attempt"] == 2 and again["job_id"] != job["job_id"]
+            assert len(list(client.iter_jobs())) == 2
+    finally:
+        srv.stop()
