@@ -1,4 +1,5 @@
-"""`magvit generate TASK --input VIDEO --output OUT`: run one task on one video."""
+"""`magvit generate TASK --input VIDEO --output OUT`: run one task on one video. Frame prediction
+continues the input (from its last frames, or --start), for --frames frames."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def add_parser(sub) -> None:
                         "0 (default) is off")  # fmt: skip
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
+    p.add_argument("--frames", type=int, default=None,
+                   help="fp, cfp: frames to make, the condition's included, by sliding the "
+                        "model's window (default: one window)")  # fmt: skip
+    p.add_argument("--start", type=int, default=None,
+                   help="fp, cfp: the first condition frame of the input (default: its last "
+                        "frames, so that the prediction continues the clip)")  # fmt: skip
     p.add_argument("--fps", type=int, default=8, help="frame rate of the output")
     p.add_argument("--no-paste", action="store_true", help="do not paste condition pixels back")
     src = p.add_mutually_exclusive_group()
@@ -81,12 +88,27 @@ def decode_options(args: argparse.Namespace):
     return DecodeOptions(**fields)
 
 
+def _input_frames(args: argparse.Namespace, pipe, task):
+    """The input's frames the task reads: frame prediction (fp, cfp) its condition, from
+    --start or the clip's last frames; other tasks its first frames."""
+    from media import read_video
+
+    if not task.conditions_on_frames:
+        return read_video(args.input, max_frames=pipe.config.num_frames).frames
+    count = pipe.config.cond_frames
+    decoded = read_video(args.input, max_frames=count, start=args.start)
+    if decoded.frames.shape[0] < count and args.start is not None:
+        last = (decoded.length or 0) - count
+        raise CliError(f"--start must be in [0, {last}]: the input has {decoded.length} frames")
+    return decoded.frames
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from media import FORMATS, MediaError, read_video, write_video
-    from models.pipeline import InvalidInput
+    from media import FORMATS, MediaError, write_video
+    from models.pipeline import InvalidInput, window_count
 
     fmt = args.output.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
@@ -98,21 +120,24 @@ def run(args: argparse.Namespace) -> int:
     pipe = _load_pipeline(args)
     try:
         task = pipe.task(args.task)
+        if args.start is not None and (args.start < 0 or not task.conditions_on_frames):
+            raise CliError("--start is a frame index (at least 0) for fp and cfp")
         video = None
         if task.needs_video:
             if args.input is None:
                 raise CliError(f"task {args.task!r} needs --input")
             if not args.input.is_file():
                 raise CliError(f"input not found: {args.input}")
-            frames = read_video(args.input, max_frames=pipe.config.num_frames).frames
-            video = pipe.prepare_video(frames, args.task)[None]
-        with tqdm(total=options.steps, desc=f"{args.task} decoding", unit="step") as bar:
-            out = pipe.generate(
+            video = pipe.prepare_video(_input_frames(args, pipe, task), args.task)[None]
+        total = options.steps * (window_count(pipe.config, args.frames) if args.frames else 1)
+        with tqdm(total=total, desc=f"{args.task} decoding", unit="step") as bar:
+            out = pipe.generate_frames(
                 args.task,
                 video,
                 [args.class_id],
                 [args.seed],
                 options,
+                args.frames,
                 progress=lambda info: bar.update(1),
                 paste_condition=not args.no_paste,
             )

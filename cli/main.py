@@ -15,6 +15,7 @@ import sys
 COMMANDS: tuple[str, ...] = (
     "info",
     "generate",
+    "batch",
     "serve",
     "worker",
     "train",

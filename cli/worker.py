@@ -74,7 +74,7 @@ async def _work(settings, metrics_host: str, metrics_port: int) -> None:
     from prometheus_client import start_http_server
 
     from service.metrics import Metrics
-    from service.runtime import load_engine, make_scheduler, open_checked_queue
+    from service.runtime import load_engine, make_scheduler, make_webhooks, open_checked_queue
 
     log = logging.getLogger("magvit.worker")
     engine = await load_engine(settings)
@@ -88,9 +88,14 @@ async def _work(settings, metrics_host: str, metrics_port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    webhooks = make_webhooks(queue, settings, metrics)
+    if webhooks is not None:
+        webhooks.start()
     scheduler.start()
     log.info("worker %s ready on %s", getattr(queue, "worker", "?"), settings.queue_url)
     await stop.wait()
     log.info("draining")
     await scheduler.stop()
+    if webhooks is not None:
+        await asyncio.to_thread(webhooks.stop)
     queue.close()

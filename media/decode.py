@@ -3,13 +3,16 @@
 Frames come out as uint8 [T, H, W, 3] (RGB). Limits protect a server from hostile input: the byte
 size is checked first, the declared resolution and duration from the container header before any
 frame is decoded, and the frame count and wall time while decoding. Only the frames asked for are
-decoded, so a long clip costs no more than a short one.
+kept: from the start of a clip (decoding stops there, so a long clip costs no more than a short
+one), from a given frame on, or its last frames (every frame is decoded, at most the frame limit,
+but only the last few are held in memory).
 """
 
 from __future__ import annotations
 
 import io
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -51,11 +54,13 @@ class DecodeLimits:
 
 @dataclass(frozen=True)
 class DecodedVideo:
-    frames: np.ndarray  # uint8 [T, H, W, 3]
+    frames: np.ndarray  # uint8 [T, H, W, 3]; T may be 0 when asked to start past the end
     fps: float
     width: int
     height: int
     duration_s: float | None
+    start: int = 0  # the index in the video of frames[0]
+    length: int | None = None  # the video's frame count, when decoding reached its end
 
 
 def _open_source(
@@ -86,21 +91,31 @@ def decode_video(
     source: bytes | str | Path | BinaryIO,
     limits: DecodeLimits = DecodeLimits(),
     max_frames: int | None = None,
+    start: int | None = 0,
 ) -> DecodedVideo:
-    """Decode the first `max_frames` frames (default: the limit) of a video."""
+    """Decode `max_frames` frames (default: the limit) of a video from frame `start` on. With
+    `start=None`, its last `max_frames` frames: every frame is decoded and only those are kept,
+    and a video of more frames than the limit is refused (VideoTooLarge), since its last
+    frames would be past it. A `start` past the end gives no frames (and the video's length)."""
     handle, demuxer = _open_source(source, limits)
     try:
-        return _decode(handle, demuxer, limits, max_frames)
+        return _decode(handle, demuxer, limits, max_frames, start)
     finally:
         if handle is not source:
             handle.close()
 
 
 def _decode(
-    handle: BinaryIO, demuxer: str, limits: DecodeLimits, max_frames: int | None
+    handle: BinaryIO,
+    demuxer: str,
+    limits: DecodeLimits,
+    max_frames: int | None,
+    start: int | None,
 ) -> DecodedVideo:
     want = min(max_frames or limits.max_frames, limits.max_frames)
-    start = time.monotonic()
+    if start is not None and start + want > limits.max_frames:
+        raise VideoTooLarge(f"frames past the first {limits.max_frames} are not decoded")
+    begin = time.monotonic()
     try:
         container = av.open(handle, mode="r", format=demuxer, timeout=limits.timeout_s)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError):
@@ -121,26 +136,44 @@ def _decode(
                 f"the video lasts {duration:.1f} s; the limit is {limits.max_seconds} s"
             )
         stream.thread_type = "AUTO"
-        frames: list[np.ndarray] = []
+        # The frames kept: a bounded deque, so reading to the end holds `want` frames at most.
+        kept: deque[np.ndarray] = deque(maxlen=want)
+        first = start or 0
+        count = 0  # frames decoded
+        ended = True
         try:
             for frame in container.decode(stream):
-                if time.monotonic() - start > limits.timeout_s:
+                if time.monotonic() - begin > limits.timeout_s:
                     raise DecodeTimeout(f"decoding took longer than {limits.timeout_s} s")
                 if frame.width * frame.height > limits.max_pixels:
                     raise VideoTooLarge("a frame is larger than the pixel limit")
-                frames.append(frame.to_ndarray(format="rgb24"))
-                if len(frames) >= want:
+                if start is None and count >= limits.max_frames:
+                    raise VideoTooLarge(
+                        f"the video has more than {limits.max_frames} frames, the limit for "
+                        "reading its last frames"
+                    )
+                count += 1
+                if count > first:
+                    kept.append(frame.to_ndarray(format="rgb24"))
+                if start is not None and len(kept) >= want:
+                    ended = False
                     break
         except av.error.FFmpegError:
-            if not frames:  # truncated or corrupt before the first frame
+            if not count:  # truncated or corrupt before the first frame
                 raise NotAVideo("the video data is corrupt or truncated") from None
-        if not frames:
+        if not count:
             raise NotAVideo("no frame could be decoded")
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 8.0
+    length = count if ended else None
+    if start is None:
+        first = count - len(kept)
+    if not kept:
+        empty = np.zeros((0, height, width, 3), np.uint8)
+        return DecodedVideo(empty, fps, width, height, duration, first, length)
     # Frames of one stream may change size mid-stream; keep the first size only.
-    first = frames[0].shape
-    frames = [f for f in frames if f.shape == first]
-    return DecodedVideo(np.stack(frames), fps, first[1], first[0], duration)
+    shape = kept[0].shape
+    frames = np.stack([f for f in kept if f.shape == shape])
+    return DecodedVideo(frames, fps, shape[1], shape[0], duration, first, length)
 
 
 def _duration(container, stream) -> float | None:
@@ -152,14 +185,27 @@ def _duration(container, stream) -> float | None:
 
 
 def read_video(
-    path: str | Path, limits: DecodeLimits = DecodeLimits(), max_frames: int | None = None
+    path: str | Path,
+    limits: DecodeLimits = DecodeLimits(),
+    max_frames: int | None = None,
+    start: int | None = 0,
 ) -> DecodedVideo:
-    """Decode a video file; `.npz` files (a `video` uint8 [T, H, W, 3] array) are read without
-    pickle."""
+    """Decode a video file (`start` as `decode_video`); `.npz` files (a `video` uint8
+    [T, H, W, 3] array) are read without pickle."""
     path = Path(path)
     if path.suffix.lower() == ".npz":
         from media.npz import read_npz
 
-        frames = read_npz(path.read_bytes())[: max_frames or limits.max_frames]
-        return DecodedVideo(frames, 8.0, frames.shape[2], frames.shape[1], None)
-    return decode_video(path, limits, max_frames)
+        video = read_npz(path.read_bytes())
+        if start is None and len(video) > limits.max_frames:
+            raise VideoTooLarge(
+                f"the video has more than {limits.max_frames} frames, the limit for reading "
+                "its last frames"
+            )
+        video = video[: limits.max_frames]
+        want = min(max_frames or limits.max_frames, limits.max_frames)
+        first = max(len(video) - want, 0) if start is None else start
+        frames = video[first : first + want]
+        h, w = video.shape[1:3]
+        return DecodedVideo(frames, 8.0, w, h, None, first, len(video))
+    return decode_video(path, limits, max_frames, start)

@@ -6,6 +6,8 @@ Videos are float [B, C, T, H, W] in [0, 1]; user frames are uint8 [T, H, W, C].
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from models.tasks import TASK_CODES, Task, get_task
 from models.tokenizer import VQTokenizer
 from models.transformer import BidirectionalTransformer
 
-__all__ = ["DecodeOptions", "InvalidInput", "MagvitPipeline", "StepInfo"]
+__all__ = ["DecodeOptions", "InvalidInput", "MagvitPipeline", "StepInfo", "window_count"]
 
 
 class InvalidInput(ValueError):
@@ -47,6 +49,25 @@ def build_transformer(config: ModelConfig) -> BidirectionalTransformer:
     return BidirectionalTransformer(
         config.transformer, vocab_size=config.vocab.size, max_positions=config.num_positions
     )
+
+
+def window_count(config: ModelConfig, frames: int) -> int:
+    """Windows of the model that make a video of `frames` frames: the first gives `num_frames`,
+    each next one, conditioned on the last `cond_frames`, `num_frames - cond_frames` more."""
+    t, c = config.num_frames, config.cond_frames
+    if frames <= t:
+        return 1
+    if t <= c:
+        raise InvalidInput(f"a window of {t} frames conditioned on {c} cannot slide")
+    return 1 + -(-(frames - t) // (t - c))
+
+
+def window_seed(seed: int, window: int) -> int:
+    """The seed of a request's `window`-th window (window 0 keeps the request's seed)."""
+    if window == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}:{window}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 2**31
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -172,8 +193,10 @@ class MagvitPipeline:
 
     def prepare_video(self, frames: np.ndarray | torch.Tensor, code: str) -> torch.Tensor:
         """User frames uint8 [T, H, W, 3] -> the model's clip [3, T, H, W] in [0, 1]: the first
-        frames, the shorter side resized to the model's and the rest centre-cropped. A clip that
-        is shorter than the model but long enough for the task is padded with its last frame."""
+        frames given (callers choose them: frame prediction is given the frames it conditions
+        on, by default a clip's last), the shorter side resized to the model's and the rest
+        centre-cropped. A clip that is shorter than the model but long enough for the task is
+        padded with its last frame."""
         frames = torch.as_tensor(np.asarray(frames))
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise InvalidInput(f"expected frames [T, H, W, 3], got {tuple(frames.shape)}")
@@ -243,6 +266,54 @@ class MagvitPipeline:
             pixel_mask = task.pixel_mask(t, h, w, cfg.cond_frames).to(out.device)  # [T, H, W]
             out = torch.where(pixel_mask, videos, out)
         return out
+
+    @torch.no_grad()
+    def generate_frames(
+        self,
+        code: str,
+        videos: torch.Tensor | None,
+        class_ids: Sequence[int | None] | None,
+        seeds: Sequence[int],
+        options: DecodeOptions = DecodeOptions(),
+        frames: int | None = None,
+        progress: ProgressFn | None = None,
+        paste_condition: bool = True,
+    ) -> torch.Tensor:
+        """`generate` for a video of `frames` frames (None: the model's window), by sliding the
+        window: each next window is conditioned on the last `cond_frames` frames generated so
+        far. Frame-prediction tasks only (fp, cfp). Returns [B, 3, frames, H, W]; `progress`
+        counts the steps of every window (num_steps = windows * steps)."""
+        cfg = self.config
+        if frames is None:
+            return self.generate(code, videos, class_ids, seeds, options, progress, paste_condition)
+        task = self.task(code)
+        if not task.conditions_on_frames:
+            raise InvalidInput(f"task {task.code!r} makes one window; frames is for fp and cfp")
+        t, c = cfg.num_frames, cfg.cond_frames
+        if frames <= c:
+            raise InvalidInput(f"frames must be more than the {c} condition frames")
+        windows = window_count(cfg, frames)
+        total = windows * options.steps
+
+        def counted(window: int) -> ProgressFn | None:
+            if progress is None:
+                return None
+            done = window * options.steps
+            return lambda info: progress(
+                dataclasses.replace(info, step=done + info.step, num_steps=total)
+            )
+
+        out = self.generate(
+            code, videos, class_ids, seeds, options, counted(0), paste_condition
+        )  # [B, 3, T, H, W]
+        pieces = [out]
+        for window in range(1, windows):
+            cond = out[:, :, -c:]  # the last frames generated so far
+            video = torch.cat([cond, cond[:, :, -1:].expand(-1, -1, t - c, -1, -1)], 2)
+            window_seeds = [window_seed(int(s), window) for s in seeds]
+            out = self.generate(code, video, class_ids, window_seeds, options, counted(window))
+            pieces.append(out[:, :, c:])
+        return torch.cat(pieces, 2)[:, :, :frames]
 
     @torch.no_grad()
     def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:

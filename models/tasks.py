@@ -78,7 +78,8 @@ class Task:
         return region_mask(self.region, t, h, w, cond_latent_frames)
 
     def num_input_frames(self, num_frames: int, cond_frames: int) -> int:
-        """How many frames from the start of the user's clip the task reads."""
+        """How many frames of the user's clip the task reads: from its start, except for
+        frame prediction, which reads the frames it conditions on (by default the clip's last)."""
         if not self.needs_video:
             return 0
         return cond_frames if self.conditions_on_frames else num_frames

@@ -21,7 +21,7 @@ from service.http_protocol import with_header_timeout
 from service.metrics import Metrics
 from service.middleware import ApiKeys, BodyLimit, SecurityHeaders
 from service.queue import JobQueue
-from service.runtime import load_engine, make_scheduler, open_checked_queue
+from service.runtime import load_engine, make_scheduler, make_webhooks, open_checked_queue
 from service.scheduler import Scheduler
 from service.settings import Settings
 
@@ -55,12 +55,17 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
         nonlocal engine
         st: AppState = app.state.magvit
         scheduler = st.scheduler = make_scheduler(queue, settings, metrics)
+        webhooks = make_webhooks(queue, settings, metrics)
+        if webhooks is not None:
+            webhooks.start()
         loader = asyncio.create_task(_load(st, scheduler))
         try:
             yield
         finally:
             loader.cancel()
             await scheduler.stop()
+            if webhooks is not None:
+                await asyncio.to_thread(webhooks.stop)
             queue.close()
 
     async def _load(st: AppState, scheduler: Scheduler) -> None:
@@ -89,7 +94,7 @@ def create_app(settings: Settings | None = None, engine=None) -> FastAPI:
     app.state.magvit = AppState(settings, config, queue, None, metrics)  # scheduler at start-up
 
     errors.install(app)
-    routes.install(app, settings.max_steps)
+    routes.install(app, settings.max_steps, settings.max_output_frames)
     # The playground: static files shipped in the package; the page asks for a key itself.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -1,7 +1,8 @@
 """The engine: the only part of the service that touches the model (and the GPU).
 
 It runs one batch at a time, in a worker thread, so the event loop stays free. A batch is a list
-of requests that share task and decoding options; each keeps its own seed and class.
+of requests that share task, decoding options and video length; each keeps its own seed and
+class.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class Cancelled(Exception):
 @dataclass
 class EngineRequest:
     task: str
-    frames: np.ndarray | None  # uint8 [T, H, W, 3] as uploaded (first frames only)
+    frames: np.ndarray | None  # uint8 [T, H, W, 3]: the upload's frames the task reads
     class_id: int | None
     seed: int
 
@@ -71,8 +72,11 @@ class Engine:
         options: DecodeOptions,
         on_step: StepCallback | None = None,
         preview: bool = False,
+        frames: int | None = None,
     ) -> list[np.ndarray]:
-        """Generate; returns uint8 videos [T, H, W, 3], one per request."""
+        """Generate; returns uint8 videos [T, H, W, 3], one per request: `frames` frames (fp,
+        cfp; the model's window slid along), by default one window. `on_step` sees the steps
+        of every window."""
         task = requests[0].task
         pipe = self.pipeline
         with self._lock, torch.inference_mode():
@@ -92,12 +96,13 @@ class Engine:
                 if on_step is not None and on_step(info.step, info.num_steps, previews) is False:
                     raise Cancelled
 
-            out = pipe.generate(
+            out = pipe.generate_frames(
                 task,
                 videos,
                 [r.class_id for r in requests],
                 [r.seed for r in requests],
                 options,
+                frames,
                 progress,
             )
         return list(pipe.video_to_uint8(out))

@@ -60,11 +60,19 @@ class JobSpec:
     # A digest of what the client sent (fields and upload): a replayed idempotency key must
     # come with the same request.
     fingerprint: str = ""
+    # The length of the video to make (fp, cfp), by sliding the model's window; None: one window.
+    frames: int | None = None
+    # Where the job's final state is POSTed (service/webhooks.py); checked at submission.
+    webhook: str | None = None
 
     @property
     def batch_key(self) -> str:
-        """Jobs with equal keys can share one forward pass: same task and decoding options."""
-        return json.dumps([self.task, options_to_dict(self.options)], sort_keys=True)
+        """Jobs with equal keys can share one forward pass: same task, decoding options and
+        length (keys of one-window jobs are those of records made before lengths existed)."""
+        key: list[Any] = [self.task, options_to_dict(self.options)]
+        if self.frames is not None:
+            key.append(self.frames)
+        return json.dumps(key, sort_keys=True)
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self) | {"options": options_to_dict(self.options)}
@@ -85,6 +93,8 @@ class JobSpec:
             preview=bool(data.get("preview", False)),
             owner=data.get("owner", ANONYMOUS),
             fingerprint=data.get("fingerprint", ""),
+            frames=data.get("frames"),
+            webhook=data.get("webhook"),
         )
 
 

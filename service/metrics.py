@@ -51,6 +51,12 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.webhooks = Counter(
+            "magvit_webhooks_total",
+            "Webhook attempts by outcome (delivered, retried, failed)",
+            ["outcome"],
+            registry=r,
+        )
         self.encode = Histogram(
             "magvit_video_encode_seconds", "Encoding a result video", buckets=_LATENCY, registry=r
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from typing import Protocol
 
 from service.jobs import ErrorType, Job, JobSpec
@@ -27,6 +28,20 @@ class QueueUnavailable(Exception):
 
 class IdempotencyConflict(Exception):
     """An idempotency key was used again with a different request."""
+
+
+class UnknownCursor(Exception):
+    """A listing's `after` is not a job of that owner (or no longer is: it expired)."""
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of an owner's jobs, newest first; `next`: the `after` of the next page (a job
+    id), None after the last page. A page may hold fewer jobs than asked even when more follow
+    (a backend bounds the jobs it looks at per page); the list ends when `next` is None."""
+
+    jobs: list[Job]
+    next: str | None
 
 
 def worker_name() -> str:
@@ -57,6 +72,22 @@ class JobQueue(Protocol):
 
     def get(self, job_id: str) -> Job | None: ...
     def find(self, owner: str, idempotency_key: str) -> Job | None: ...
+    def list_jobs(
+        self, owner: str, limit: int, after: str | None = None, status: str | None = None
+    ) -> JobPage:
+        """The owner's jobs, newest first, `limit` at most, after the job `after` (UnknownCursor
+        when it is not one of the owner's), only those of `status` if given."""
+        ...
+
+    def take_notifications(self, limit: int) -> list[Job]:
+        """Up to `limit` finished jobs with a webhook whose notification nobody has taken yet;
+        each is handed out once, to one caller (of any process)."""
+        ...
+
+    def return_notifications(self, job_ids: list[str]) -> None:
+        """Notifications taken but not delivered (the process stops): to be taken again."""
+        ...
+
     def claim_batch(
         self, max_batch: int, max_wait_s: float, lease_s: float, block_s: float = 0.0
     ) -> list[Job]: ...

@@ -7,6 +7,10 @@ Keys (prefix `magvit:` by default):
     job:<id>       hash: the job's fields (status, params, attempts, progress, worker, ...)
     input:<id>     the uploaded frames (npz); result:<id> the video; preview:<id> the latest PNG
     idem:<key>     idempotency key -> job id
+    owner:<owner>  sorted set of an owner's job ids by arrival (listings; ids of expired jobs
+                   are taken out by `expire`)
+    webhooks       list of finished jobs whose webhook is still to be sent (pushed by the
+                   script that finishes a job, popped by one sender each)
     redeliveries   count of deliveries taken over from a worker that stopped renewing
 
 A worker reads with XREADGROUP (COUNT = its batch, BLOCK = its wait) and XACKs an entry only
@@ -34,7 +38,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from service.jobs import STATUSES, ErrorType, Job, JobSpec, scoped_key
-from service.queue import IdempotencyConflict, QueueFull, QueueUnavailable, worker_name
+from service.queue import (
+    IdempotencyConflict,
+    JobPage,
+    QueueFull,
+    QueueUnavailable,
+    UnknownCursor,
+    worker_name,
+)
 
 GROUP = "workers"
 SOCKET_TIMEOUT_S = 2.0
@@ -53,9 +64,9 @@ redis.call('ZREM', KEYS[2], ARGV[5])
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """
 
-# KEYS: job hash, queued set, input, preview, result. ARGV: new status, now, error, format,
-# time-to-live, job id, allowed old statuses (space separated), error type. Returns the old
-# status.
+# KEYS: job hash, queued set, input, preview, result, webhooks list. ARGV: new status, now,
+# error, format, time-to-live, job id, allowed old statuses (space separated), error type.
+# Returns the old status.
 _FINISH = """
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return false end
@@ -67,6 +78,7 @@ if string.find(' ' .. ARGV[7] .. ' ', ' ' .. s .. ' ', 1, true) then
   redis.call('DEL', KEYS[3], KEYS[4])
   redis.call('EXPIRE', KEYS[1], ARGV[5])
   if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('EXPIRE', KEYS[5], ARGV[5]) end
+  if redis.call('HGET', KEYS[1], 'webhook') == '1' then redis.call('RPUSH', KEYS[6], ARGV[6]) end
 end
 return s
 """
@@ -79,6 +91,21 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', math.max(a - 1, 0))
 redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[1], 'created_at'), ARGV[1])
 return 1
 """
+
+
+# KEYS: an owner's index. ARGV: cursor job id ('' for the newest), count. The next ids after
+# the cursor, newest first, read at once (arrivals meanwhile move no page); false when the
+# cursor is not in the index.
+_PAGE = """
+local start = 0
+if ARGV[1] ~= '' then
+  local rank = redis.call('ZREVRANK', KEYS[1], ARGV[1])
+  if not rank then return false end
+  start = rank + 1
+end
+return redis.call('ZREVRANGE', KEYS[1], start, start + tonumber(ARGV[2]) - 1)
+"""
+LIST_SCAN = 1000  # job ids a listing looks at per page at most (with a status filter)
 
 
 class RedisQueue:
@@ -108,9 +135,11 @@ class RedisQueue:
         self.worker = consumer or worker_name()
         self.p = prefix
         self.stream, self.dead, self.queued = f"{prefix}:jobs", f"{prefix}:dead", f"{prefix}:queued"
+        self.webhooks = f"{prefix}:webhooks"
         self._claim = self.r.register_script(_CLAIM)
         self._finish_script = self.r.register_script(_FINISH)
         self._release = self.r.register_script(_RELEASE)
+        self._page = self.r.register_script(_PAGE)
         self._buffer: list[Job] = []  # claimed by this worker, not yet handed out
         self._lock = threading.Lock()
         self._group_ready = False
@@ -195,19 +224,66 @@ class RedisQueue:
             "num_steps": 0,
             "created_at": repr(job.created_at),
             "idempotency_key": idempotency_key or "",
+            "webhook": "1" if spec.webhook else "",
         }
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(self._k("job", job.id), mapping=fields)
             pipe.zadd(self.queued, {job.id: job.created_at})
+            pipe.zadd(self._k("owner", spec.owner), {job.id: job.created_at})
             pipe.xadd(self.stream, {"id": job.id})
             pipe.execute()
         return job, True
+
+    def list_jobs(
+        self, owner: str, limit: int, after: str | None = None, status: str | None = None
+    ) -> JobPage:
+        """The owner's jobs, newest first, from its index; looks at LIST_SCAN ids at most (a
+        status filter may give a short page, its `next` where the look stopped)."""
+        index = self._k("owner", owner)
+        jobs: list[Job] = []
+        cursor = after or ""
+        looked = 0
+        more = True
+        while len(jobs) <= limit and looked < LIST_SCAN:
+            ids = self._page(keys=[index], args=[cursor, min(100, LIST_SCAN - looked)])
+            if ids is None:
+                raise UnknownCursor
+            if not ids:
+                more = False
+                break
+            looked += len(ids)
+            with self.r.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(self._k("job", job_id.decode()))
+                hashes = pipe.execute()
+            for job_id, h in zip(ids, hashes, strict=True):
+                job = self._job(h)
+                cursor = job_id.decode()
+                if job is None or job.spec.owner != owner:
+                    continue  # expired, not yet out of the index
+                if status is None or job.status == status:
+                    jobs.append(job)
+                    if len(jobs) > limit:
+                        break
+        if len(jobs) > limit:
+            return JobPage(jobs[:limit], jobs[limit - 1].id)
+        return JobPage(jobs, cursor if more and cursor else None)
 
     @staticmethod
     def _same_request(existing: Job, spec: JobSpec) -> Job:
         if existing.spec.fingerprint != spec.fingerprint:
             raise IdempotencyConflict
         return existing
+
+    def take_notifications(self, limit: int) -> list[Job]:
+        """LPOP hands each finished job's notification to one sender; expired jobs are
+        skipped."""
+        ids = self.r.lpop(self.webhooks, limit) or []
+        return [job for job in (self.get(i.decode()) for i in ids) if job is not None]
+
+    def return_notifications(self, job_ids: list[str]) -> None:
+        if job_ids:
+            self.r.rpush(self.webhooks, *job_ids)
 
     # ---------------------------------------------------------------------------- claims
     def claim_batch(self, max_batch, max_wait_s, lease_s, block_s=0.5):
@@ -347,6 +423,7 @@ class RedisQueue:
             self._k("input", job_id),
             self._k("preview", job_id),
             self._k("result", job_id),
+            self.webhooks,
         ]
         args = [
             status,
@@ -445,7 +522,22 @@ class RedisQueue:
         return out
 
     def expire(self, before):
-        return []  # Redis expires finished jobs, results and keys itself (time-to-live)
+        """Redis expires finished jobs, results and keys itself (time-to-live); this takes the
+        ids of expired jobs that arrived before `before` out of the owners' indexes."""
+        gone: list[str] = []
+        for index in self.r.scan_iter(match=f"{self.p}:owner:*", count=500):
+            ids = self.r.zrangebyscore(index, "-inf", before)
+            if not ids:
+                continue
+            with self.r.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.exists(self._k("job", job_id.decode()))
+                alive = pipe.execute()
+            dead = [job_id for job_id, ok in zip(ids, alive, strict=True) if not ok]
+            if dead:
+                self.r.zrem(index, *dead)
+                gone += [d.decode() for d in dead]
+        return gone
 
     def stats(self) -> dict[str, int]:
         """Depth, consumer-group lag and pending entries, redeliveries, dead letters."""
@@ -488,6 +580,9 @@ for _name in (
     "enqueue",
     "get",
     "find",
+    "list_jobs",
+    "take_notifications",
+    "return_notifications",
     "claim_batch",
     "renew",
     "set_progress",
@@ -504,6 +599,7 @@ for _name in (
     "cancel",
     "depth",
     "counts",
+    "expire",
     "stats",
     "dead_letters",
 ):

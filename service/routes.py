@@ -9,14 +9,16 @@ import base64
 import contextlib
 import dataclasses
 import hashlib
+import inspect
 import json
 import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Request, UploadFile
+import numpy as np
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
@@ -27,9 +29,10 @@ from models.options import DecodeOptions
 from models.tasks import TASK_CODES, TASKS, Task
 from service.errors import ERROR_RESPONSES, ApiError
 from service.jobs import ANONYMOUS, ErrorType, Job, JobSpec
-from service.queue import IdempotencyConflict, QueueFull, QueueUnavailable
-from service.schemas import JobOut, TaskList
-from service.validation import InvalidRequest, check_fields, check_frames
+from service.queue import IdempotencyConflict, QueueFull, QueueUnavailable, UnknownCursor
+from service.schemas import JobList, JobOut, TaskList
+from service.validation import InvalidRequest, check_fields, check_frames, check_start
+from service.webhooks import MAX_URL_LENGTH, Allowlist, check_url
 
 FORMAT_PATTERN = "^(" + "|".join(FORMATS) + ")$"
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
@@ -71,12 +74,19 @@ class GenerationForm:
     class_id: int | None
     format: str
     options: DecodeOptions
+    frames: int | None = None  # the length of the video (fp, cfp); None: the model's window
+    start: int | None = None  # the first condition frame (fp, cfp); None: the clip's last
 
-    def digest(self, task: Task, preview: bool, upload: bytes | None) -> str:
-        """What makes two requests the same request (for idempotency keys)."""
+    def digest(self, task: Task, preview: bool, upload: bytes | None, **more: Any) -> str:
+        """What makes two requests the same request (for idempotency keys). Fields added since
+        the first version (and `more`) count only when given, so that requests made before
+        them keep their digests."""
         h = hashlib.sha256()
-        fields = [task.code, self.seed, self.class_id, self.format, preview]
-        h.update(json.dumps(fields + [dataclasses.asdict(self.options)], sort_keys=True).encode())
+        fields: list[Any] = [task.code, self.seed, self.class_id, self.format, preview]
+        fields.append(dataclasses.asdict(self.options))
+        later = {"frames": self.frames, "start": self.start} | more
+        fields += [[name, value] for name, value in later.items() if value is not None]
+        h.update(json.dumps(fields, sort_keys=True).encode())
         h.update(hashlib.sha256(upload).digest() if upload is not None else b"-")
         return h.hexdigest()
 
@@ -85,6 +95,8 @@ class GenerationForm:
 Seed = Annotated[int | None, Form(ge=0, le=2**31 - 1, description="random seed")]
 Temperature = Annotated[float, Form(ge=0, le=10)]
 ChoiceTemperature = Annotated[float, Form(ge=0, le=1000)]
+GuidanceScale = Annotated[float, Form(ge=0, le=50)]
+ClassId = Annotated[int | None, Form(ge=0, description="class (cg, cfp)")]
 Format = Annotated[str, Form(pattern=FORMAT_PATTERN)]
 # The mask schedules of models.schedule by name (cosine, exp, linear, log, uniform, powP).
 Schedule = Annotated[
@@ -96,52 +108,79 @@ Schedule = Annotated[
 ]
 TopK = Annotated[int | None, Form(ge=1, le=65536, description="sample among the k likeliest")]
 TopP = Annotated[float | None, Form(gt=0, le=1, description="nucleus sampling mass")]
+Start = Annotated[
+    int | None,
+    Form(
+        ge=0,
+        le=1_000_000,
+        description="fp, cfp: the first frame of the condition (default: the clip's last frames)",
+    ),
+]
+CLASS_FIELDS = ("guidance_scale", "class_id")
+FRAME_FIELDS = ("frames", "start")
 
 
-def generation_form(max_steps: int, with_class: bool = True):
-    """The form dependency, with `steps` bounded by the server's maximum (also in OpenAPI);
-    `class_id` and `guidance_scale` only where the task takes a class."""
+def generation_form(
+    max_steps: int, max_frames: int, with_class: bool = True, with_frames: bool = True
+):
+    """The form dependency, with `steps` and `frames` bounded by the server's maxima (also in
+    OpenAPI); `class_id` and `guidance_scale` only where the task takes a class, `frames` and
+    `start` only where it predicts frames. The fields are defined once, here: each dependency
+    takes those of its task (FastAPI reads them from its signature)."""
     default_steps = min(12, max_steps)
     Steps = Annotated[int, Form(ge=1, le=max_steps, description="decoding steps")]
+    Frames = Annotated[
+        int | None,
+        Form(
+            ge=1,
+            le=max_frames,
+            description="fp, cfp: frames to make, the condition's included, by sliding the "
+            "model's window (default: one window)",
+        ),
+    ]
+    fields: list[tuple[str, Any, Any]] = [
+        ("seed", Seed, None),
+        ("steps", Steps, default_steps),
+        ("temperature", Temperature, 1.0),
+        ("choice_temperature", ChoiceTemperature, 4.5),
+        ("guidance_scale", GuidanceScale, 0.0),
+        ("class_id", ClassId, None),
+        ("format", Format, "mp4"),
+        ("schedule", Schedule, "cosine"),
+        ("top_k", TopK, None),
+        ("top_p", TopP, None),
+        ("frames", Frames, None),
+        ("start", Start, None),
+    ]
+    dropped = (() if with_class else CLASS_FIELDS) + (() if with_frames else FRAME_FIELDS)
+    taken = [(name, kind, default) for name, kind, default in fields if name not in dropped]
+    defaults = {name: default for name, _, default in fields}
 
-    def with_classes(
-        seed: Seed = None,
-        steps: Steps = default_steps,
-        temperature: Temperature = 1.0,
-        choice_temperature: ChoiceTemperature = 4.5,
-        guidance_scale: Annotated[float, Form(ge=0, le=50)] = 0.0,
-        class_id: Annotated[int | None, Form(ge=0, description="class (cg, cfp)")] = None,
-        format: Format = "mp4",
-        schedule: Schedule = "cosine",
-        top_k: TopK = None,
-        top_p: TopP = None,
-    ) -> GenerationForm:
+    def parse(**given: Any) -> GenerationForm:
+        v = defaults | given
         options = DecodeOptions(
-            steps=steps,
-            temperature=temperature,
-            choice_temperature=choice_temperature,
-            guidance_scale=guidance_scale,
-            schedule=schedule,
-            top_k=top_k,
-            top_p=top_p,
+            steps=v["steps"],
+            temperature=v["temperature"],
+            choice_temperature=v["choice_temperature"],
+            guidance_scale=v["guidance_scale"],
+            schedule=v["schedule"],
+            top_k=v["top_k"],
+            top_p=v["top_p"],
         )
-        return GenerationForm(seed, class_id, format, options)
-
-    def without_classes(
-        seed: Seed = None,
-        steps: Steps = default_steps,
-        temperature: Temperature = 1.0,
-        choice_temperature: ChoiceTemperature = 4.5,
-        format: Format = "mp4",
-        schedule: Schedule = "cosine",
-        top_k: TopK = None,
-        top_p: TopP = None,
-    ) -> GenerationForm:
-        return with_classes(
-            seed, steps, temperature, choice_temperature, 0.0, None, format, schedule, top_k, top_p
+        return GenerationForm(
+            v["seed"], v["class_id"], v["format"], options, v["frames"], v["start"]
         )
 
-    return with_classes if with_class else without_classes
+    parse.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind
+            )
+            for name, kind, default in taken
+        ],
+        return_annotation=GenerationForm,
+    )
+    return parse
 
 
 def _refuse_if_unavailable(st) -> None:
@@ -158,18 +197,29 @@ async def _submit(
     video: UploadFile | None,
     idempotency_key: str | None,
     preview: bool = False,
+    webhook: str | None = None,
 ) -> tuple[Job, bool]:
     st = state(request)
     _refuse_if_unavailable(st)
     if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
         raise ApiError(400, "Idempotency-Key must be 1 to 200 printable characters, no spaces")
     try:
-        check_fields(st.config, task, form.class_id, has_video=video is not None)
+        if webhook is not None:
+            check_url(webhook, Allowlist.parse(st.settings.webhook_hosts))
+        check_fields(
+            st.config,
+            task,
+            form.class_id,
+            video is not None,
+            form.frames,
+            form.start,
+            st.settings.max_output_frames,
+        )
     except InvalidRequest as err:
         raise ApiError(err.status, str(err)) from None
     upload = await video.read() if video is not None else None
     me = owner(request)
-    fingerprint = form.digest(task, preview, upload)
+    fingerprint = form.digest(task, preview, upload, webhook=webhook)
     if idempotency_key:
         existing = await _q(st.queue.find, me, idempotency_key)
         if existing is not None:
@@ -180,11 +230,7 @@ async def _submit(
         raise ApiError(429, "the queue is full; retry later", headers=RETRY)
     job_id = uuid.uuid4().hex
     if upload is not None:
-        frames = await _decode(request, upload)
-        try:
-            check_frames(st.config, task, frames.shape[0])
-        except InvalidRequest as err:
-            raise ApiError(err.status, str(err)) from None
+        frames = await _decode(request, upload, task, form.start)
         await _q(st.queue.put_input, job_id, write_npz(frames))
     spec = JobSpec(
         task=task.code,
@@ -195,6 +241,8 @@ async def _submit(
         preview=preview,
         owner=me,
         fingerprint=fingerprint,
+        frames=form.frames,
+        webhook=webhook,
     )
     created = False
     try:
@@ -216,9 +264,12 @@ def _conflict() -> ApiError:
     return ApiError(422, "this Idempotency-Key was used for a different request")
 
 
-async def _decode(request: Request, data: bytes):
+async def _decode(request: Request, data: bytes, task: Task, start: int | None) -> np.ndarray:
+    """The frames of the upload that the task reads, checked: frame prediction (fp, cfp) its
+    condition, from `start` or the clip's last frames; other tasks its first frames."""
     st = state(request)
     s = st.settings
+    config = st.config
     limits = DecodeLimits(
         max_bytes=s.max_upload_bytes,
         max_pixels=s.max_video_pixels,
@@ -226,9 +277,19 @@ async def _decode(request: Request, data: bytes):
         max_seconds=s.max_video_seconds,
         timeout_s=s.decode_timeout_s,
     )
-    start = time.perf_counter()
+    if task.conditions_on_frames:
+        count, first = config.cond_frames, start  # None: the last frames
+    else:
+        count, first = config.num_frames, 0
+    if first is not None and first + count > limits.max_frames:
+        raise ApiError(
+            422,
+            f"start must be at most {limits.max_frames - count}: frames past the first "
+            f"{limits.max_frames} are not decoded",
+        )
+    begin = time.perf_counter()
     try:
-        decoded = await run_in_threadpool(decode_video, data, limits, st.config.num_frames)
+        decoded = await run_in_threadpool(decode_video, data, limits, count, first)
     except VideoTooLarge as err:
         raise ApiError(413, str(err)) from None
     except DecodeTimeout as err:
@@ -236,7 +297,14 @@ async def _decode(request: Request, data: bytes):
     except MediaError as err:
         raise ApiError(415, str(err)) from None
     finally:
-        st.metrics.decode.observe(time.perf_counter() - start)
+        st.metrics.decode.observe(time.perf_counter() - begin)
+    kept = decoded.frames.shape[0]
+    try:
+        if start is not None:
+            check_start(config, task, start, kept, decoded.length)
+        check_frames(config, task, kept)
+    except InvalidRequest as err:
+        raise ApiError(err.status, str(err)) from None
     return decoded.frames
 
 
@@ -371,9 +439,20 @@ def jobs_router(parse_form) -> APIRouter:
         form: Annotated[GenerationForm, Depends(parse_form)],
         video: Annotated[UploadFile | None, File()] = None,
         preview: Annotated[bool, Form(description="preview frames in the event stream")] = False,
+        webhook: Annotated[
+            str | None,
+            Form(
+                min_length=1,
+                max_length=MAX_URL_LENGTH,
+                description="a URL on an allowlisted host: the job's final state is POSTed "
+                "to it, signed (X-Magvit-Signature)",
+            ),
+        ] = None,
         idempotency_key: Annotated[str | None, Header()] = None,
     ):
-        job, created = await _submit(request, TASKS[task], form, video, idempotency_key, preview)
+        job, created = await _submit(
+            request, TASKS[task], form, video, idempotency_key, preview, webhook
+        )
         out = _job_out(request, job)
         state(request).metrics.requests.labels(task, "202").inc()
         return Response(
@@ -382,6 +461,30 @@ def jobs_router(parse_form) -> APIRouter:
             media_type="application/json",
             headers={"Location": out.url},
         )
+
+    @jobs.get(
+        "",
+        response_model=JobList,
+        summary="the caller's jobs, newest first",
+        responses={c: ERROR_RESPONSES[c] for c in (401, 422, 503)},
+    )
+    async def list_jobs(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=100, description="jobs per page")] = 20,
+        after: Annotated[
+            str | None,
+            Query(min_length=1, max_length=200, description="the previous page's `next`"),
+        ] = None,
+        status: Annotated[
+            Literal["queued", "in_progress", "completed", "failed", "cancelled"] | None,
+            Query(description="only jobs in this status"),
+        ] = None,
+    ):
+        try:
+            page = await _q(state(request).queue.list_jobs, owner(request), limit, after, status)
+        except UnknownCursor:
+            raise ApiError(422, f"after: {after!r} is not one of your jobs (or expired)") from None
+        return JobList(items=[_job_out(request, job) for job in page.jobs], next=page.next)
 
     @jobs.get(
         "/{job_id}",
@@ -480,7 +583,8 @@ tasks_meta = APIRouter()
     responses={401: ERROR_RESPONSES[401]},
 )
 async def list_tasks(request: Request):
-    return TaskList.build(state(request).config)
+    st = state(request)
+    return TaskList.build(st.config, st.settings.max_output_frames)
 
 
 meta = APIRouter()
@@ -513,11 +617,12 @@ async def metrics(request: Request):
     return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def install(app: FastAPI, max_steps: int) -> None:
+def install(app: FastAPI, max_steps: int, max_frames: int) -> None:
     """Authentication is the middleware's (before any body is read), not the routes'."""
     for code in TASK_CODES:
         task = TASKS[code]
-        app.include_router(task_router(task, generation_form(max_steps, task.needs_class)))
-    app.include_router(jobs_router(generation_form(max_steps)))
+        form = generation_form(max_steps, max_frames, task.needs_class, task.conditions_on_frames)
+        app.include_router(task_router(task, form))
+    app.include_router(jobs_router(generation_form(max_steps, max_frames)))
     app.include_router(tasks_meta)
     app.include_router(meta)

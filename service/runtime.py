@@ -1,7 +1,7 @@
 """The worker runtime shared by `magvit serve` (service/app.py) and `magvit worker`
-(cli/worker.py): the checked queue, the engine (loaded and warmed up off the event loop) and the
-scheduler that joins them. `service.engine` (torch, the model) is imported only when an engine is
-loaded, so an API-only process never loads it."""
+(cli/worker.py): the checked queue, the engine (loaded and warmed up off the event loop), the
+scheduler that joins them and the webhook sender. `service.engine` (torch, the model) is
+imported only when an engine is loaded, so an API-only process never loads it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.engine import Engine
+    from service.webhooks import WebhookSender
 
 log = logging.getLogger("magvit.runtime")
 
@@ -58,3 +59,13 @@ async def load_engine(settings: Settings) -> Engine:
 def make_scheduler(queue: JobQueue, settings: Settings, metrics: Metrics) -> Scheduler:
     """The scheduler, without an engine until one is attached (`scheduler.engine = ...`)."""
     return Scheduler(queue, None, settings, metrics)
+
+
+def make_webhooks(queue: JobQueue, settings: Settings, metrics: Metrics) -> WebhookSender | None:
+    """The webhook sender of this process (to `start()` and `stop()`), or None when webhooks
+    are off (no allowlisted hosts)."""
+    if not settings.webhook_hosts:
+        return None
+    from service.webhooks import WebhookSender
+
+    return WebhookSender(queue, settings, metrics)

@@ -1,7 +1,7 @@
 """The scheduler: takes batches of compatible jobs from the queue and runs them on the engine.
 
-Compatible = the same batch key (task and decoding options). A worker claims the oldest job,
-waits up to `max_wait_ms` from that job's arrival for more of its kind (up to
+Compatible = the same batch key (task, decoding options and video length). A worker claims the
+oldest job, waits up to `max_wait_ms` from that job's arrival for more of its kind (up to
 `max_batch_size`), runs the batch in a thread, stores results, and renews its lease meanwhile.
 One loop per engine (per device): it claims a batch only when the engine is free, so claimed
 jobs never wait on the engine with their leases running out. The same loop runs inside
@@ -155,6 +155,8 @@ class Scheduler:
                     TASKS[spec.task],
                     spec.class_id,
                     None if frames is None else frames.shape[0],
+                    spec.frames,
+                    self.settings.max_output_frames,
                 )
             except (InvalidRequest, MediaError) as err:
                 await self._fail(job, f"invalid input: {err}", ErrorType.INVALID_INPUT)
@@ -200,7 +202,7 @@ class Scheduler:
         start = time.perf_counter()
         try:
             videos = await asyncio.to_thread(
-                self._engine().run, requests, options, on_step, preview
+                self._engine().run, requests, options, on_step, preview, jobs[0].spec.frames
             )
         except Cancelled:
             return

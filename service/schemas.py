@@ -52,6 +52,15 @@ class JobOut(BaseModel):
         )
 
 
+class JobList(BaseModel):
+    """A page of the caller's jobs, newest first."""
+
+    items: list[JobOut]
+    # The `after` of the next page (a job id); null after the last page. A page may hold
+    # fewer items than `limit` even when more follow: the list ends when `next` is null.
+    next: str | None
+
+
 class TaskInfo(BaseModel):
     code: str
     name: str
@@ -59,6 +68,7 @@ class TaskInfo(BaseModel):
     needs_video: bool
     needs_class: bool
     input_frames: int
+    takes_frames: bool  # `frames` and `start`: frame prediction, from the clip's end
 
 
 class TaskList(BaseModel):
@@ -68,9 +78,10 @@ class TaskList(BaseModel):
     num_classes: int
     class_names: list[str]  # what each class id means (index = class id)
     cond_frames: int
+    max_frames: int  # the most `frames` this server makes
 
     @classmethod
-    def build(cls, config: ModelConfig) -> TaskList:
+    def build(cls, config: ModelConfig, max_frames: int) -> TaskList:
         tasks = [
             TaskInfo(
                 code=t.code,
@@ -79,6 +90,7 @@ class TaskList(BaseModel):
                 needs_video=t.needs_video,
                 needs_class=t.needs_class,
                 input_frames=t.num_input_frames(config.num_frames, config.cond_frames),
+                takes_frames=t.conditions_on_frames,
             )
             for code, t in TASKS.items()
             if code in config.tasks
@@ -90,4 +102,5 @@ class TaskList(BaseModel):
             num_classes=config.num_classes,
             class_names=[config.class_name(i) for i in range(config.num_classes)],
             cond_frames=config.cond_frames,
+            max_frames=max_frames,
         )

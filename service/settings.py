@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -41,15 +41,39 @@ class Settings(BaseSettings):
     max_video_seconds: float = Field(600.0, gt=0)
     decode_timeout_s: float = Field(20.0, gt=0)
     max_steps: int = Field(64, ge=1)
+    # The longest video fp and cfp make (`frames`), sliding the model's window.
+    max_output_frames: int = Field(128, ge=1, le=4096)
     result_ttl_s: float = Field(86_400.0, gt=0)
     job_max_attempts: int = Field(3, ge=1)
     lease_seconds: float = Field(60.0, gt=0)
     drain_timeout_s: float = Field(30.0, ge=0)
     warmup: bool = True
+    # The API's address as its clients reach it (https://magvit.example.com): job URLs in
+    # webhook bodies. Unset: those URLs are paths (/v1/jobs/<id>).
+    public_url: str | None = Field(None, pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    # Webhooks (service/webhooks.py), off unless hosts are allowlisted: host names (exact, or
+    # *.example.com for its subdomains), IP addresses and networks (10.0.0.0/8). A webhook to a
+    # private, loopback or link-local address is sent only if that address is listed itself.
+    webhook_hosts: Annotated[list[str], NoDecode] = []
+    webhook_secret: SecretStr | None = None  # signs every body (HMAC-SHA256); needed with hosts
+    webhook_attempts: int = Field(5, ge=1, le=20)
+    webhook_backoff_s: float = Field(1.0, gt=0, le=600)  # before the second attempt, doubling
+    webhook_timeout_s: float = Field(5.0, gt=0, le=60)  # per attempt: connect, send, answer
+
+    @field_validator("api_keys", "cors_origins", "webhook_hosts", mode="before")
     @classmethod
     def _split(cls, value):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> Settings:
+        if self.webhook_hosts and not (
+            self.webhook_secret and self.webhook_secret.get_secret_value()
+        ):
+            raise ValueError(
+                "MAGVIT_WEBHOOK_HOSTS needs MAGVIT_WEBHOOK_SECRET (webhooks are signed)"
+            )
+        return self

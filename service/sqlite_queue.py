@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service.jobs import STATUSES, ErrorType, Job, JobSpec, scoped_key
-from service.queue import IdempotencyConflict, QueueFull, worker_name
+from service.queue import IdempotencyConflict, JobPage, QueueFull, UnknownCursor, worker_name
 
 T = TypeVar("T")
 
@@ -41,8 +41,19 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (status, created_at);
 """
-# Columns added since the first schema: (name, declaration).
-_ADDED = [("error_type", "TEXT")]
+# Columns added since the first schema: (name, declaration, what fills it in older rows).
+_ADDED = [
+    ("error_type", "TEXT", None),
+    ("owner", "TEXT NOT NULL DEFAULT ''", "COALESCE(json_extract(params, '$.owner'), '')"),
+    # 'waiting': a webhook to send once the job is finished; 'taken': handed to a sender.
+    ("webhook_state", "TEXT", None),
+]
+# Indexes on added columns, made once the columns exist.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_webhooks ON jobs (finished_at) WHERE webhook_state = 'waiting';
+"""
+_FINAL = "('completed', 'failed', 'cancelled')"
 
 
 class SqliteQueue:
@@ -64,9 +75,12 @@ class SqliteQueue:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         have = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
-        for name, decl in _ADDED:
+        for name, decl, fill in _ADDED:
             if name not in have:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+                if fill is not None:
+                    self._db.execute(f"UPDATE jobs SET {name} = {fill}")
+        self._db.executescript(_INDEXES)
         self.reclaim_orphans()
 
     def close(self) -> None:
@@ -130,8 +144,17 @@ class SqliteQueue:
             job = Job(job_id or uuid.uuid4().hex, spec, idempotency_key=idempotency_key)
             db.execute(
                 "INSERT INTO jobs (id, idempotency_key, task, params, batch_key, status,"
-                " created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?)",
-                (job.id, scoped, spec.task, spec.to_json(), spec.batch_key, job.created_at),
+                " created_at, owner, webhook_state) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (
+                    job.id,
+                    scoped,
+                    spec.task,
+                    spec.to_json(),
+                    spec.batch_key,
+                    job.created_at,
+                    spec.owner,
+                    "waiting" if spec.webhook else None,
+                ),
             )
             return job, True
 
@@ -150,6 +173,54 @@ class SqliteQueue:
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return self._job(row) if row else None
+
+    def list_jobs(
+        self, owner: str, limit: int, after: str | None = None, status: str | None = None
+    ) -> JobPage:
+        """The owner's jobs, newest first (ties by id), from the index on (owner, time)."""
+        where, args = ["owner = ?"], [owner]
+        with self._lock:
+            if after is not None:
+                row = self._db.execute(
+                    "SELECT created_at FROM jobs WHERE id = ? AND owner = ?", (after, owner)
+                ).fetchone()
+                if row is None:
+                    raise UnknownCursor
+                where.append("(created_at < ? OR (created_at = ? AND id < ?))")
+                args += [row[0], row[0], after]
+            if status is not None:
+                where.append("status = ?")
+                args.append(status)
+            rows = self._db.execute(
+                f"SELECT * FROM jobs WHERE {' AND '.join(where)}"
+                " ORDER BY created_at DESC, id DESC LIMIT ?",
+                (*args, limit + 1),
+            ).fetchall()
+        jobs = [self._job(r) for r in rows[:limit]]
+        return JobPage(jobs, jobs[-1].id if len(rows) > limit else None)
+
+    def take_notifications(self, limit: int) -> list[Job]:
+        def run(db: sqlite3.Connection) -> list[sqlite3.Row]:
+            rows = db.execute(
+                f"SELECT * FROM jobs WHERE webhook_state = 'waiting' AND status IN {_FINAL}"
+                " ORDER BY finished_at LIMIT ?",
+                (limit,),
+            ).fetchall()
+            db.executemany(
+                "UPDATE jobs SET webhook_state = 'taken' WHERE id = ?", [(r["id"],) for r in rows]
+            )
+            return rows
+
+        return [self._job(row) for row in self._tx(run)]
+
+    def return_notifications(self, job_ids: list[str]) -> None:
+        self._tx(
+            lambda db: db.executemany(
+                "UPDATE jobs SET webhook_state = 'waiting'"
+                " WHERE id = ? AND webhook_state = 'taken'",
+                [(i,) for i in job_ids],
+            )
+        )
 
     def reclaim_orphans(self) -> list[str]:
         """Jobs in progress under a worker of this host whose process is gone (the server was

@@ -6,6 +6,8 @@ from __future__ import annotations
 from models.config import ModelConfig
 from models.tasks import Task
 
+MAX_FRAMES = 128  # the default of the settings' `max_output_frames`
+
 
 class InvalidRequest(ValueError):
     """The request cannot be served as asked; the message says why, for the client. `status`:
@@ -17,15 +19,29 @@ class InvalidRequest(ValueError):
 
 
 def check_request(
-    config: ModelConfig, task: Task, class_id: int | None, frames: int | None
+    config: ModelConfig,
+    task: Task,
+    class_id: int | None,
+    upload_frames: int | None,
+    frames: int | None = None,
+    max_frames: int = MAX_FRAMES,
 ) -> None:
-    """The whole check. `frames`: how many frames the upload has (None: no upload)."""
-    check_fields(config, task, class_id, has_video=frames is not None)
-    if frames is not None:
-        check_frames(config, task, frames)
+    """The whole check. `upload_frames`: how many frames the stored upload has (None: no
+    upload); `frames`: the length asked for (None: the model's window)."""
+    check_fields(config, task, class_id, upload_frames is not None, frames, None, max_frames)
+    if upload_frames is not None:
+        check_frames(config, task, upload_frames)
 
 
-def check_fields(config: ModelConfig, task: Task, class_id: int | None, has_video: bool) -> None:
+def check_fields(
+    config: ModelConfig,
+    task: Task,
+    class_id: int | None,
+    has_video: bool,
+    frames: int | None = None,
+    start: int | None = None,
+    max_frames: int = MAX_FRAMES,
+) -> None:
     """Everything but the upload's frame count (known once it is decoded)."""
     if task.code not in config.tasks:
         raise InvalidRequest(f"this model does not serve task {task.code!r}", 404)
@@ -37,11 +53,46 @@ def check_fields(config: ModelConfig, task: Task, class_id: int | None, has_vide
         raise InvalidRequest(f"task {task.code!r} needs a video file in the 'video' field", 400)
     if not task.needs_video and has_video:
         raise InvalidRequest(f"task {task.code!r} takes no video", 400)
+    if start is not None and not task.conditions_on_frames:
+        raise InvalidRequest(f"start is for frame prediction (fp, cfp), not {task.code!r}")
+    if start is not None and start < 0:
+        raise InvalidRequest("start must be at least 0")
+    if frames is not None:
+        check_length(config, task, frames, max_frames)
+
+
+def check_length(config: ModelConfig, task: Task, frames: int, max_frames: int) -> None:
+    """A video of `frames` frames, made by sliding the model's window (fp and cfp)."""
+    if not task.conditions_on_frames:
+        raise InvalidRequest(f"frames is for frame prediction (fp, cfp), not {task.code!r}")
+    t, c = config.num_frames, config.cond_frames
+    low = c + 1
+    if not low <= frames <= max_frames:
+        raise InvalidRequest(f"frames must be in [{low}, {max_frames}]")
+    if frames > t and t <= c:
+        raise InvalidRequest(f"this model's window ({t} frames, {c} conditioning) cannot slide")
 
 
 def check_frames(config: ModelConfig, task: Task, frames: int) -> None:
+    """The upload has enough frames for the task."""
     needed = max(task.num_input_frames(config.num_frames, config.cond_frames), 1)
     if frames < needed:
         raise InvalidRequest(
             f"task {task.code!r} needs at least {needed} frames; the video has {frames}"
+        )
+
+
+def check_start(config: ModelConfig, task: Task, start: int, kept: int, length: int | None) -> None:
+    """The condition frames from `start` were all in the video (`kept` of them were decoded;
+    `length`: the video's frame count, known when decoding reached its end)."""
+    needed = max(task.num_input_frames(config.num_frames, config.cond_frames), 1)
+    if kept < needed:
+        last = (length or 0) - needed
+        if last < 0:
+            raise InvalidRequest(
+                f"task {task.code!r} needs at least {needed} frames; the video has {length}"
+            )
+        raise InvalidRequest(
+            f"start must be in [0, {last}]: the video has {length} frames and the condition "
+            f"takes {needed}"
         )

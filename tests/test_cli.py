@@ -107,3 +107,28 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "needs a class id" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_generate_continues_the_input_for_many_frames(tmp_path):
+    clip = _write_clip(tmp_path / "in.mp4", frames=10)
+    out = tmp_path / "long.npz"
+    args = ["generate", "fp", "--input", str(clip), "--output", str(out), "--steps", "1",
+            "--frames", "20", "--config", "tiny", "--random-init"]  # fmt: skip
+    assert main(args) == 0
+    video = np.load(out, allow_pickle=False)["video"]
+    assert video.shape == (20, 16, 16, 3)
+    # The result begins with the input's last frame: the bar, far right in a 32-pixel frame.
+    first = video[0].astype(int).mean(axis=(0, 2))
+    assert first[first.size // 2 :].sum() > first[: first.size // 2].sum()
+    start = tmp_path / "start.npz"
+    assert main([*args[:5], str(start), *args[6:], "--start", "0"]) == 0
+    first = np.load(start, allow_pickle=False)["video"][0].astype(int).mean(axis=(0, 2))
+    assert first[: first.size // 2].sum() > first[first.size // 2 :].sum()
+
+
+def test_generate_start_out_of_range(tmp_path, capsys):
+    clip = _write_clip(tmp_path / "in.mp4", frames=10)
+    args = ["generate", "fp", "--input", str(clip), "--output", str(tmp_path / "o.mp4"),
+            "--start", "10", "--config", "tiny", "--random-init"]  # fmt: skip
+    assert main(args) == 2
+    assert "--start must be in [0, 9]" in capsys.readouterr().err

@@ -112,3 +112,33 @@ def test_file_names_are_read_as_plain_files(tmp_path):
     assert decode_video(good).frames.shape[0] == 4
     with pytest.raises(FileNotFoundError):
         decode_video(f"concat:{good}|{good}")
+
+
+def test_frames_from_a_start_frame_or_the_end():
+    data = videos.clip("mp4", frames=20)
+    every = decode_video(data).frames
+    tail = decode_video(data, max_frames=3, start=None)
+    assert tail.start == 17 and tail.length == 20 and tail.frames.shape[0] == 3
+    assert np.abs(tail.frames.astype(int) - every[17:]).max() == 0
+    middle = decode_video(data, max_frames=2, start=5)
+    assert middle.start == 5 and middle.length is None  # stopped before the end
+    assert np.array_equal(middle.frames, every[5:7])
+    past = decode_video(data, max_frames=2, start=30)
+    assert past.frames.shape == (0, 32, 32, 3) and past.length == 20
+
+
+def test_the_frame_limit_bounds_reading_the_end():
+    data = videos.clip("mp4", frames=12)
+    with pytest.raises(VideoTooLarge, match="last frames"):
+        decode_video(data, DecodeLimits(max_frames=10), max_frames=2, start=None)
+    assert decode_video(data, DecodeLimits(max_frames=12), max_frames=2, start=None).start == 10
+    with pytest.raises(VideoTooLarge):  # frames past the limit are never decoded
+        decode_video(data, DecodeLimits(max_frames=10), max_frames=2, start=9)
+
+
+def test_the_end_of_an_npz_video(tmp_path):
+    frames = videos.moving_bar(9, 16, 16)
+    path = write_video(tmp_path / "v.npz", frames)
+    tail = read_video(path, max_frames=2, start=None)
+    assert tail.start == 7 and np.array_equal(tail.frames, frames[7:])
+    assert read_video(path, max_frames=2, start=4).frames.shape[0] == 2

@@ -119,3 +119,46 @@ def test_guidance_unconditional_branch_uses_the_full_generation_task(pipe, monke
     t, h, w = pipe.config.video_shape
     fp_only.generate("fp", torch.rand(1, 3, t, h, w), None, [0], DecodeOptions(steps=1))
     assert seen["unconditional_task"] is None  # the task keeps its own token
+
+
+def test_long_videos_slide_the_window(pipe):
+    from models.pipeline import window_count, window_seed
+
+    cfg = pipe.config
+    t, h, w = cfg.video_shape
+    c = cfg.cond_frames
+    video = torch.rand(2, 3, t, h, w)
+    steps = []
+    frames = 2 * t + 3
+    out = pipe.generate_frames("fp", video, None, [5, 6], FAST, frames, steps.append)
+    windows = window_count(cfg, frames)
+    assert out.shape == (2, 3, frames, h, w) and windows == 3
+    assert [s.step for s in steps] == list(range(1, windows * FAST.steps + 1))
+    assert {s.num_steps for s in steps} == {windows * FAST.steps}
+    # The first window is the single-window result; the second continues from its last frames.
+    first = pipe.generate("fp", video, None, [5, 6], FAST)
+    assert torch.equal(out[:, :, :t], first)
+    cond = first[:, :, -c:]
+    second = pipe.generate(
+        "fp",
+        torch.cat([cond, cond[:, :, -1:].expand(-1, -1, t - c, -1, -1)], 2),
+        None,
+        [window_seed(5, 1), window_seed(6, 1)],
+        FAST,
+    )
+    assert torch.equal(out[:, :, t : 2 * t - c], second[:, :, c:])
+    assert torch.equal(pipe.generate_frames("fp", video, None, [5, 6], FAST), first)
+    short = pipe.generate_frames("cfp", video, [1, 2], [5, 6], FAST, c + 1)
+    assert short.shape[2] == c + 1
+
+
+def test_long_videos_are_for_frame_prediction(pipe):
+    t, h, w = pipe.config.video_shape
+    video = torch.rand(1, 3, t, h, w)
+    with pytest.raises(InvalidInput, match="fp and cfp"):
+        pipe.generate_frames("opc", video, None, [0], FAST, 2 * t)
+    with pytest.raises(InvalidInput, match="more than"):
+        pipe.generate_frames("fp", video, None, [0], FAST, pipe.config.cond_frames)
+    still = MagvitPipeline.random_init("tiny-2d")  # a one-frame window cannot slide
+    with pytest.raises(InvalidInput, match="cannot slide"):
+        still.generate_frames("fp", torch.rand(1, 3, 1, h, w), None, [0], FAST, 4)

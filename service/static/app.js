@@ -98,6 +98,9 @@ function selectTask(task) {
   state.task = task;
   $("class-row").hidden = !task.needs_class;
   $("guidance-row").hidden = !task.needs_class;
+  $("frames-row").hidden = !task.takes_frames;
+  $("start-row").hidden = !task.takes_frames;
+  document.querySelector("input[name=frames]").max = String(state.info.max_frames);
   $("video-inputs").hidden = !task.needs_video;
   $("input-hint").textContent = task.needs_video ? "Upload a video or pick a sample." : "No video needed for this task.";
   $("input-hint").hidden = task.needs_video && !!state.inputUrl;
@@ -116,7 +119,18 @@ function drawOverlay() {
   const ctx = canvas.getContext("2d");
   canvas.width = canvas.height = 64;
   ctx.clearRect(0, 0, 64, 64);
-  if (state.task && state.info && state.inputUrl && state.task.needs_video) {
+  if (state.task && state.info && state.inputUrl && state.task.takes_frames) {
+    // Frame prediction keeps frames of the input: its last ones, or those from `start`.
+    const fps = 8, n = state.info.cond_frames;
+    const total = Math.max(n, Math.round((video.duration || 0) * fps));
+    const f = Math.floor((video.currentTime || 0) * fps);
+    const typed = document.querySelector("input[name=start]").value;
+    const first = typed === "" ? total - n : Number(typed);
+    if (f < first || f >= first + n) {
+      ctx.fillStyle = "rgba(221, 51, 51, 0.45)";
+      ctx.fillRect(0, 0, 64, 64);
+    }
+  } else if (state.task && state.info && state.inputUrl && state.task.needs_video) {
     const T = state.info.video_shape[0];
     const fps = 8;
     const f = Math.min(T - 1, Math.floor((video.currentTime || 0) * fps) % T);
@@ -167,6 +181,9 @@ async function run(event) {
   form.set("format", "webm");
   form.set("preview", "true");
   if (!task.needs_class) { form.delete("class_id"); form.delete("guidance_scale"); }
+  for (const name of ["frames", "start"]) {
+    if (!task.takes_frames || form.get(name) === "") form.delete(name);
+  }
   if (task.needs_video) {
     if (!state.file) { showError("Choose a video or a sample first."); return; }
     form.set("video", state.file);

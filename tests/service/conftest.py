@@ -18,6 +18,7 @@ from models.pipeline import MagvitPipeline
 from service.app import GracefulServer, create_app, server_config
 from service.jobs import JobSpec
 from service.settings import Settings
+from tests.support.redis_server import RedisServer
 
 
 def free_port() -> int:
@@ -95,3 +96,11 @@ def spec(task: str = "cg", steps: int = 2, **fields) -> JobSpec:
     """A job record for queue tests: class-conditional generation by default."""
     base = {"task": task, "seed": 1, "class_id": 3, "format": "mp4"}
     return JobSpec(**(base | fields), options=DecodeOptions(steps=steps))
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A private Redis server (tests/support/redis_server.py), one per test module."""
+    server = RedisServer().start()
+    yield server
+    server.stop()

@@ -41,13 +41,13 @@ class Picky:
         self.config = engine.config
         self.batches: list[int] = []
 
-    def run(self, requests, options, on_step=None, preview=False):
+    def run(self, requests, options, on_step=None, preview=False, frames=None):
         from service.engine import InvalidInput
 
         self.batches.append(len(requests))
         if any(r.seed == 666 for r in requests):
             raise InvalidInput("seed 666 is refused")
-        return self.engine.run(requests, options, on_step, preview)
+        return self.engine.run(requests, options, on_step, preview, frames)
 
 
 def test_a_bad_job_fails_alone_in_its_batch(server, monkeypatch):

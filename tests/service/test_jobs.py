@@ -46,3 +46,12 @@ def test_batch_keys_follow_task_and_options_only():
 def test_key_ids_hide_the_key():
     assert key_id("secret") == key_id("secret") != key_id("other")
     assert "secret" not in key_id("secret")
+
+
+def test_lengths_join_the_record_and_the_batch_key():
+    one = JobSpec("fp", 1, None, "mp4", DecodeOptions(steps=2))
+    long = dataclasses.replace(one, frames=48)
+    assert JobSpec.from_json(long.to_json()) == long
+    assert long.batch_key != one.batch_key != dataclasses.replace(one, frames=20).batch_key
+    # One-window jobs keep the keys of records stored before lengths existed.
+    assert one.batch_key == json.dumps(["fp", dataclasses.asdict(one.options)], sort_keys=True)

@@ -107,3 +107,24 @@ def test_the_playground_runs_under_its_content_security_policy(browser, server):
     page.wait_for_selector("#download:visible", timeout=60_000)
     assert violations == []
     page.close()
+
+
+def test_frame_prediction_makes_a_long_video(browser, server):
+    page = browser.new_page(bypass_csp=True)  # the test polls with eval; the page needs none
+    page.goto(server.url + "/")
+    page.click("label[data-code=opc]")
+    page.wait_for_selector("#frames-row", state="hidden")
+    page.click("label[data-code=fp]")
+    page.wait_for_selector("#frames-row:not([hidden])")
+    assert page.get_attribute("input[name=frames]", "max") == "128"
+    clip = videos.clip("webm", frames=10)
+    page.set_input_files(
+        "#video-file", files=[{"name": "clip.webm", "mimeType": "video/webm", "buffer": clip}]
+    )
+    page.fill("input[name=steps]", "1")
+    page.fill("input[name=frames]", "24")  # three seconds at 8 frames a second
+    page.click("#run")
+    page.wait_for_function("document.querySelector('#result-video').duration > 0", timeout=60_000)
+    assert page.evaluate("document.querySelector('#result-video').duration") > 2.5
+    assert page.inner_text("#status") == "completed"
+    page.close()
