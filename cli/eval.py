@@ -82,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(err.args[0]) from None
     n = min(args.num_clips, len(dataset))
     if pipe is None:
-        report = evaluate_tokenizer(load_tokenizer(ckpt).to(args.device).eval(), dataset, n)
+        # In the precision the pipeline would run in, so both reports give the same figures.
+        dtype = precision_dtype(args.precision, resolve_device(args.device))
+        tokenizer = load_tokenizer(ckpt).to(args.device, dtype).eval()
+        report = evaluate_tokenizer(tokenizer, dataset, n, dtype=dtype)
     else:
         report = evaluate(pipe, dataset, n, args.seed, DecodeOptions(steps=args.steps),
                           tasks=tasks)  # fmt: skip
