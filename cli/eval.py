@@ -1,6 +1,9 @@
 """`magvit eval`: metrics of a checkpoint on held-out clips (default: the shipped checkpoint on
 held-out synthetic clips). A tokenizer checkpoint (no transformer) gets its reconstruction
-metrics alone."""
+metrics alone, next to bicubic upsampling from its token grid's size (`bicubic_HxW`) for scale.
+
+magvit eval --checkpoint DIR --data data/camera --split eval --json   real camera footage
+"""
 
 from __future__ import annotations
 

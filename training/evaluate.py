@@ -1,5 +1,6 @@
-"""Evaluation: tokenizer reconstruction (PSNR, SSIM), each task's error inside the region it
-generates against a simple baseline, and the Fréchet distance (FVD given I3D features).
+"""Evaluation: tokenizer reconstruction (PSNR, SSIM) next to bicubic upsampling from the token
+grid's size, each task's error inside the region it generates against a simple baseline, and
+the Fréchet distance (FVD given I3D features).
 
 Shapes: videos [B, 3, T, H, W] in [0, 1].
 """
@@ -48,6 +49,17 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     sxy = F.conv2d(x * y, w) - mu_x * mu_y
     s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
     return s.mean().item()
+
+
+def bicubic_baseline(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Each frame of `video` [B, 3, T, H, W] shrunk to `size` (bicubic, antialiased) and enlarged
+    back to H x W (bicubic), clipped to [0, 1]: the reconstruction a tokenizer whose token grid
+    is `size` should beat (16 x 16 for the 64 x 64 presets)."""
+    b, c, t, h, w = video.shape
+    frames = video.float().transpose(1, 2).reshape(b * t, c, h, w)
+    small = F.interpolate(frames, size=size, mode="bicubic", antialias=True, align_corners=False)
+    back = F.interpolate(small, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
+    return back.reshape(b, t, c, h, w).transpose(1, 2)
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
@@ -105,10 +117,17 @@ def _add_reconstruction(sums: dict[str, list[float]], tokenizer: VQTokenizer,
 def evaluate_tokenizer(tokenizer: VQTokenizer, dataset, num_clips: int, batch_size: int = 4,
                        dtype: torch.dtype = torch.float32) -> dict:  # fmt: skip
     """Reconstruction metrics of a tokenizer alone (in eval mode) on the first `num_clips` clips
-    of `dataset`: the same figures as the "tokenizer" part of `evaluate`."""
+    of `dataset`: the same figures as the "tokenizer" part of `evaluate`, and for scale those
+    of `bicubic_baseline` from the token grid's size (`bicubic_HxW`)."""
     sums: dict[str, list[float]] = {}
+    factor = tokenizer.cfg.spatial_factor
     for _, video, _ in _batches(dataset, num_clips, batch_size):
         _add_reconstruction(sums, tokenizer, video, dtype)
+        size = (video.shape[-2] // factor, video.shape[-1] // factor)
+        baseline = bicubic_baseline(video, size)
+        name = f"bicubic_{size[0]}x{size[1]}"
+        sums.setdefault(f"{name}/psnr", []).append(psnr(baseline, video))
+        sums.setdefault(f"{name}/ssim", []).append(ssim(baseline, video))
     return _mean_report(sums, num_clips)
 
 

@@ -9,7 +9,8 @@ A window is `num_frames` frames `frame_stride` apart inside one shot (windows th
 scene cut are left out and counted). Each video is decoded once into a frame store
 (`framestore.py`) under `root/.magvit-cache/frames-<H>x<W>/`.
 
-Splits: with a manifest, each video's `train` and `eval` time ranges. Without one, every tenth
+Splits: with a manifest, each video's `train` and `eval` time ranges (a video with no `train`
+range is for evaluation only: the camera footage of `fetch.py`). Without one, every tenth
 file is held out, or, with fewer than ten files, the last tenth of each video (after a gap of
 one window), so no training window ever overlaps an evaluation window.
 - train: item k is a random window, crop and horizontal flip drawn from a generator seeded by k,
@@ -37,6 +38,15 @@ TRAIN_ITEMS = 1_000_000  # indices a training step draws from; each is a random 
 SPLITS = ("train", "eval", "all")
 
 Ranges = tuple[tuple[float, float], ...]
+
+
+class NoWindows(ValueError):
+    """A split has no window at all (e.g. `train` of a folder whose manifest is evaluation
+    only); `stats` counts what was found."""
+
+    def __init__(self, message: str, stats: WindowStats) -> None:
+        super().__init__(message)
+        self.stats = stats
 
 
 @dataclass(frozen=True)
@@ -159,7 +169,7 @@ class VideoWindows(torch.utils.data.Dataset):
         if split != "train":
             table = self._spread(table, limit)
         if not len(table):
-            raise ValueError(f"no {split} windows of {self.span} frames under {root}")
+            raise NoWindows(f"no {split} windows of {self.span} frames under {root}", self.stats)
         self.table = table  # [n, 3]: video, start frame, label
 
     # ----------------------------------------------------------------------------- layout
