@@ -55,8 +55,11 @@ def bench_config(name: str, device: torch.device, repeats: int, batch: int, step
         pipe.generate("cg", None, [0] * batch, list(range(batch)), options)
 
     magvit_tokens(), ar_tokens()  # warm-up
-    times: dict[str, list[float]] = {"magvit_tokens": [], "autoregressive_tokens": [],
-                                     "magvit_video": []}  # fmt: skip
+    times: dict[str, list[float]] = {
+        "magvit_tokens": [],
+        "autoregressive_tokens": [],
+        "magvit_video": [],
+    }
     for _ in range(repeats):
         times["magvit_tokens"].append(timed(magvit_tokens, device))
         times["autoregressive_tokens"].append(timed(ar_tokens, device))
@@ -95,7 +98,7 @@ def main() -> None:
         "torch": torch.__version__,
         "results": {
             c: bench_config(c, device, args.repeats, args.batch, args.steps) for c in configs
-        },  # fmt: skip
+        },
     }
     print(json.dumps(result, indent=2))
 

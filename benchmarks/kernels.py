@@ -59,11 +59,18 @@ def bench_attention(device: torch.device) -> dict:
 
             t_triton = _bench_ms(lambda q=q, k=k, v=v: triton_masked_attention(q, k, v))
             t_flash = _bench_ms(flash)
-            dense.append({
-                "batch": b, "heads": h, "seq_len": l, "head_dim": d,
-                "triton_ms": t_triton, "sdpa_flash_ms": t_flash,
-                "triton_tflops": flops / t_triton / 1e9, "sdpa_flash_tflops": flops / t_flash / 1e9,
-            })  # fmt: skip
+            dense.append(
+                {
+                    "batch": b,
+                    "heads": h,
+                    "seq_len": l,
+                    "head_dim": d,
+                    "triton_ms": t_triton,
+                    "sdpa_flash_ms": t_flash,
+                    "triton_tflops": flops / t_triton / 1e9,
+                    "sdpa_flash_tflops": flops / t_flash / 1e9,
+                }
+            )
 
     # Requests of different lengths padded to one L: the kernel stops each row's key loop at its
     # length; dense-masked SDPA computes every key. "useful" counts only valid query-key pairs.
@@ -79,18 +86,24 @@ def bench_attention(device: torch.device) -> dict:
         # The unpadded ideal: one flash call per request at its own length.
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
             for i, n in enumerate(lengths.tolist()):
-                F.scaled_dot_product_attention(q[i : i + 1, :, :n], k[i : i + 1, :, :n],
-                                               v[i : i + 1, :, :n])  # fmt: skip
+                F.scaled_dot_product_attention(
+                    q[i : i + 1, :, :n], k[i : i + 1, :, :n], v[i : i + 1, :, :n]
+                )
 
     t_loop = _bench_ms(flash_per_request)
     mixed = {
-        "batch": b, "heads": h, "seq_len": l, "head_dim": d, "lengths": lengths.tolist(),
-        "triton_masked_ms": t_triton, "sdpa_dense_mask_ms": t_sdpa,
+        "batch": b,
+        "heads": h,
+        "seq_len": l,
+        "head_dim": d,
+        "lengths": lengths.tolist(),
+        "triton_masked_ms": t_triton,
+        "sdpa_dense_mask_ms": t_sdpa,
         "sdpa_flash_per_request_ms": t_loop,
         "triton_useful_tflops": useful / t_triton / 1e9,
         "sdpa_dense_mask_useful_tflops": useful / t_sdpa / 1e9,
         "speedup_vs_dense_mask": t_sdpa / t_triton,
-    }  # fmt: skip
+    }
     return {"dtype": "bfloat16", "dense": dense, "mixed_lengths": mixed}
 
 
@@ -116,14 +129,19 @@ def bench_sampling(device: torch.device) -> list[dict]:
         t_ref_gen = _bench_ms(lambda: sampling_step(*args, generator=g))  # noqa: B023
         # The fused pass reads logits and noise once: 2 x N x V x 4 bytes dominate.
         moved = 2 * n * v * 4
-        out.append({
-            "rows": n, "vocab": v,
-            "fused_noise_given_us": 1e3 * t_fused, "fused_philox_us": 1e3 * t_seeded,
-            "torch_noise_given_us": 1e3 * t_ref, "torch_noise_drawn_us": 1e3 * t_ref_gen,
-            "fused_noise_given_gb_per_s": moved / t_fused / 1e6,
-            "speedup_noise_given": t_ref / t_fused,
-            "speedup_philox_vs_torch_drawn": t_ref_gen / t_seeded,
-        })  # fmt: skip
+        out.append(
+            {
+                "rows": n,
+                "vocab": v,
+                "fused_noise_given_us": 1e3 * t_fused,
+                "fused_philox_us": 1e3 * t_seeded,
+                "torch_noise_given_us": 1e3 * t_ref,
+                "torch_noise_drawn_us": 1e3 * t_ref_gen,
+                "fused_noise_given_gb_per_s": moved / t_fused / 1e6,
+                "speedup_noise_given": t_ref / t_fused,
+                "speedup_philox_vs_torch_drawn": t_ref_gen / t_seeded,
+            }
+        )
     return out
 
 
@@ -144,8 +162,16 @@ def bench_decode(device: torch.device, repeats: int) -> list[dict]:
         no_cond = torch.zeros(batch, n, dtype=torch.bool, device=device)
 
         def run(batch=batch, cond=cond, no_cond=no_cond):
-            decode(model, vocab, 8, [0] * batch, cond, no_cond, list(range(batch)),
-                   DecodeOptions(steps=12))  # fmt: skip
+            decode(
+                model,
+                vocab,
+                8,
+                [0] * batch,
+                cond,
+                no_cond,
+                list(range(batch)),
+                DecodeOptions(steps=12),
+            )
 
         row: dict = {"batch": batch, "tokens": n, "steps": 12}
         for name, (attn, samp) in backends.items():
@@ -167,18 +193,29 @@ def bench_decode(device: torch.device, repeats: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="decode runs (median)")
-    parser.add_argument("--sections", nargs="+", default=["attention", "sampling", "decode"],
-                        choices=["attention", "sampling", "decode"])  # fmt: skip
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["attention", "sampling", "decode"],
+        choices=["attention", "sampling", "decode"],
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available() or importlib.util.find_spec("triton") is None:
         why = "CUDA is not available" if not torch.cuda.is_available() else "Triton is missing"
-        print(json.dumps({
-            "skipped": True,
-            "reason": f"{why}: these benchmarks time compiled Triton kernels on a GPU; on CPU the "
-                      "kernels run only in the Triton interpreter, for correctness (pytest "
-                      "tests/kernels)",
-            "command": COMMAND, "host": platform.machine(), "torch": torch.__version__,
-        }, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "skipped": True,
+                    "reason": f"{why}: these benchmarks time compiled Triton kernels on a "
+                    "GPU; on CPU the kernels run only in the Triton interpreter, for "
+                    "correctness (pytest tests/kernels)",
+                    "command": COMMAND,
+                    "host": platform.machine(),
+                    "torch": torch.__version__,
+                },
+                indent=2,
+            )
+        )
         return
 
     import triton

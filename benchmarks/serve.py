@@ -45,10 +45,23 @@ def _clip(frames: int, size: int) -> bytes:
 
 def run_setting(args, batch: int) -> dict:
     port = _port()
-    env = os.environ | {"MAGVIT_MAX_BATCH_SIZE": str(batch), "MAGVIT_MAX_WAIT_MS": "100",
-                        "MAGVIT_MAX_QUEUE": "1000"}  # fmt: skip
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--device", "cpu",
-           "--data-dir", tempfile.mkdtemp(prefix="magvit-bench-")]  # fmt: skip
+    env = os.environ | {
+        "MAGVIT_MAX_BATCH_SIZE": str(batch),
+        "MAGVIT_MAX_WAIT_MS": "100",
+        "MAGVIT_MAX_QUEUE": "1000",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "serve",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--data-dir",
+        tempfile.mkdtemp(prefix="magvit-bench-"),
+    ]
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -106,9 +119,16 @@ def main() -> None:
     args = p.parse_args()
     batched = run_setting(args, args.batch)
     single = run_setting(args, 1)
-    print(json.dumps({"batched": batched, "unbatched": single,
-                      "throughput_ratio": batched["throughput_rps"] / single["throughput_rps"]},
-                     indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "batched": batched,
+                "unbatched": single,
+                "throughput_ratio": batched["throughput_rps"] / single["throughput_rps"],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,13 @@ def main() -> None:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     steps = _steps(get_config(args.config), args.tokenizer_batch, args.transformer_batch, device)
-    report: dict = {"config": args.config, "device": str(device), "host": platform.machine(),
-                    "torch": torch.__version__, "repeats": args.repeats}  # fmt: skip
+    report: dict = {
+        "config": args.config,
+        "device": str(device),
+        "host": platform.machine(),
+        "torch": torch.__version__,
+        "repeats": args.repeats,
+    }
     for name, step in steps.items():
         times: dict[str, list[float]] = {"fp32": [], "bf16": []}
         for precision in times:  # warm-up

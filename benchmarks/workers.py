@@ -34,8 +34,9 @@ def _checkpoint(args) -> str | None:
 
     pipe = MagvitPipeline.random_init(args.config, seed=0)
     path = tempfile.mkdtemp(prefix="magvit-bench-ckpt-")
-    save_checkpoint(Path(path), pipe.config, pipe.tokenizer.state_dict(),
-                    pipe.transformer.state_dict())  # fmt: skip
+    save_checkpoint(
+        Path(path), pipe.config, pipe.tokenizer.state_dict(), pipe.transformer.state_dict()
+    )
     return path
 
 
@@ -44,16 +45,29 @@ def run_setting(url: str, checkpoint: str | None, workers: int, args) -> dict:
     queue.r.flushall()
     threads = max(1, (os.cpu_count() or 1) // workers)
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "cli.main", "worker", "--queue", url, "--device", "cpu",
-           "--metrics-port", "0", "--max-batch-size", str(args.batch)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "worker",
+        "--queue",
+        url,
+        "--device",
+        "cpu",
+        "--metrics-port",
+        "0",
+        "--max-batch-size",
+        str(args.batch),
+    ]
     if checkpoint:
         cmd += ["--checkpoint", checkpoint]
     logs = [
         Path(tempfile.mkstemp(prefix="magvit-worker-", suffix=".log")[1]) for _ in range(workers)
     ]
     out = subprocess.STDOUT
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=out)
-             for log in logs]  # fmt: skip
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=out) for log in logs
+    ]
     try:
         deadline = time.monotonic() + 300
         while not all(b" ready on " in log.read_bytes() for log in logs):
@@ -63,8 +77,13 @@ def run_setting(url: str, checkpoint: str | None, workers: int, args) -> dict:
         start = time.perf_counter()
         ids = []
         for i in range(args.jobs):
-            spec = JobSpec(task="cg", seed=i, class_id=i % 10, format="npz",
-                           options=DecodeOptions(steps=args.steps))  # fmt: skip
+            spec = JobSpec(
+                task="cg",
+                seed=i,
+                class_id=i % 10,
+                format="npz",
+                options=DecodeOptions(steps=args.steps),
+            )
             ids.append(queue.enqueue(spec)[0].id)
         while any((job := queue.get(i)) is None or not job.done for i in ids):
             time.sleep(0.02)
@@ -73,9 +92,14 @@ def run_setting(url: str, checkpoint: str | None, workers: int, args) -> dict:
         for i in ids:
             name = queue.get(i).worker or "?"
             per_worker[name] = per_worker.get(name, 0) + 1
-        return {"workers": workers, "threads_per_worker": threads, "jobs": args.jobs,
-                "seconds": round(seconds, 3), "jobs_per_second": round(args.jobs / seconds, 3),
-                "jobs_per_worker": sorted(per_worker.values())}  # fmt: skip
+        return {
+            "workers": workers,
+            "threads_per_worker": threads,
+            "jobs": args.jobs,
+            "seconds": round(seconds, 3),
+            "jobs_per_second": round(args.jobs / seconds, 3),
+            "jobs_per_worker": sorted(per_worker.values()),
+        }
     finally:
         for p in procs:
             p.terminate()
@@ -99,8 +123,13 @@ def main() -> None:
     finally:
         server.stop()
     speedup = round(two["jobs_per_second"] / one["jobs_per_second"], 3)
-    report = {"benchmark": "workers", "cpu_count": os.cpu_count(), "one": one, "two": two,
-              "speedup_two_over_one": speedup}  # fmt: skip
+    report = {
+        "benchmark": "workers",
+        "cpu_count": os.cpu_count(),
+        "one": one,
+        "two": two,
+        "speedup_two_over_one": speedup,
+    }
     print(json.dumps(report, indent=2))
 
 

@@ -27,10 +27,12 @@ def add_parser(sub) -> None:
     p.add_argument("--tokenizer", type=Path, required=True, help="Flax msgpack or npz")
     p.add_argument("--transformer", type=Path, required=True, help="Flax msgpack or npz")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--official-config", type=Path,
-                        help="the official MaskGVT experiment config as JSON")  # fmt: skip
-    source.add_argument("--preset", choices=sorted(CONFIGS),
-                        help="trees in this project's layout, for this preset")  # fmt: skip
+    source.add_argument(
+        "--official-config", type=Path, help="the official MaskGVT experiment config as JSON"
+    )
+    source.add_argument(
+        "--preset", choices=sorted(CONFIGS), help="trees in this project's layout, for this preset"
+    )
     p.add_argument("--out", type=Path, required=True, help="output checkpoint directory")
     p.add_argument("--fp16", action="store_true", help="store weights in half precision")
     p.set_defaults(run=run)
@@ -60,8 +62,11 @@ def run(args: argparse.Namespace) -> int:
     )
     from models.pipeline import build_tokenizer, build_transformer
 
-    metadata: dict = {"source": "official", "tokenizer": str(args.tokenizer),
-                      "transformer": str(args.transformer)}  # fmt: skip
+    metadata: dict = {
+        "source": "official",
+        "tokenizer": str(args.tokenizer),
+        "transformer": str(args.transformer),
+    }
     try:
         official = None
         if args.official_config is not None:
@@ -91,8 +96,12 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, TreeMismatch, UnsupportedOfficialModel) as err:
         raise CliError(str(err)) from None
     save_checkpoint(
-        args.out, config, tok_state, tr_state, metadata,
+        args.out,
+        config,
+        tok_state,
+        tr_state,
+        metadata,
         dtype=torch.float16 if args.fp16 else None,
-    )  # fmt: skip
+    )
     print(f"wrote {args.out}")
     return 0

@@ -71,14 +71,18 @@ def run(args: argparse.Namespace) -> int:
         )
         if ckpt.transformer_state is None:  # a tokenizer checkpoint: its reconstructions alone
             if args.tasks or args.samples:
-                raise CliError(f"{path} holds a tokenizer only: --tasks and --samples need a "
-                               "transformer")  # fmt: skip
+                raise CliError(
+                    f"{path} holds a tokenizer only: --tasks and --samples need a transformer"
+                )
             pipe = None
         else:
             dtype = precision_dtype(args.precision, resolve_device(args.device))
             pipe = MagvitPipeline.from_loaded(ckpt, args.device, dtype)
-            tasks = (ckpt.config.tasks if args.tasks is None
-                     else parse_tasks(args.tasks, ckpt.config.tasks))  # fmt: skip
+            tasks = (
+                ckpt.config.tasks
+                if args.tasks is None
+                else parse_tasks(args.tasks, ckpt.config.tasks)
+            )
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         raise CliError(str(err)) from None
     except KeyError as err:
@@ -90,14 +94,18 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = load_tokenizer(ckpt).to(args.device, dtype).eval()
         report = evaluate_tokenizer(tokenizer, dataset, n, dtype=dtype)
     else:
-        report = evaluate(pipe, dataset, n, args.seed, DecodeOptions(steps=args.steps),
-                          tasks=tasks)  # fmt: skip
+        report = evaluate(pipe, dataset, n, args.seed, DecodeOptions(steps=args.steps), tasks=tasks)
     if args.fvd_real:
         report["fvd"] = fvd_from_files(args.fvd_real, args.fvd_fake)
     if args.samples and pipe is not None:
         video, label = dataset[0]
-        rows = task_samples(pipe, video.to(pipe.device, pipe.dtype), label, args.seed,
-                            DecodeOptions(steps=args.steps))  # fmt: skip
+        rows = task_samples(
+            pipe,
+            video.to(pipe.device, pipe.dtype),
+            label,
+            args.seed,
+            DecodeOptions(steps=args.steps),
+        )
         args.samples.parent.mkdir(parents=True, exist_ok=True)
         save_grid(rows, args.samples)
     print(json.dumps(report, indent=2) if args.json else report)

@@ -54,7 +54,13 @@ def run(args: argparse.Namespace) -> int:
             metadata["decoder"] = tok.metadata
     except CheckpointError as err:
         raise CliError(str(err)) from None
-    save_checkpoint(args.out, ckpt.config, tokenizer_state, ckpt.transformer_state, metadata,
-                    dtype=torch.float16 if args.fp16 else None)  # fmt: skip
+    save_checkpoint(
+        args.out,
+        ckpt.config,
+        tokenizer_state,
+        ckpt.transformer_state,
+        metadata,
+        dtype=torch.float16 if args.fp16 else None,
+    )
     print(f"wrote {args.out}")
     return 0

@@ -21,27 +21,45 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=12, help="decoding steps (default 12)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--choice-temperature", type=float, default=None,
-                   help="re-masking noise (default 4.5, or the preset's)")  # fmt: skip
+    p.add_argument(
+        "--choice-temperature",
+        type=float,
+        default=None,
+        help="re-masking noise (default 4.5, or the preset's)",
+    )
     p.add_argument(
         "--schedule",
         default=None,
         help="mask schedule: cosine (default), exp, uniform, linear, log or powP",
     )
-    p.add_argument("--preset", default=None,
-                   help="official decoding settings by name, e.g. bair-fp (exp schedule, choice "
-                        "temperature 400); explicit options override it")  # fmt: skip
-    p.add_argument("--guidance-scale", type=float, default=0.0,
-                   help="classifier-free guidance s in c + s(c - u), as the official code; "
-                        "0 (default) is off")  # fmt: skip
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="official decoding settings by name, e.g. bair-fp (exp schedule, choice "
+        "temperature 400); explicit options override it",
+    )
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=0.0,
+        help="classifier-free guidance s in c + s(c - u), as the official code; 0 (default) is off",
+    )
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass in (0, 1]")
-    p.add_argument("--frames", type=int, default=None,
-                   help="fp, cfp: frames to make, the condition's included, by sliding the "
-                        "model's window (default: one window)")  # fmt: skip
-    p.add_argument("--start", type=int, default=None,
-                   help="fp, cfp: the first condition frame of the input (default: its last "
-                        "frames, so that the prediction continues the clip)")  # fmt: skip
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="fp, cfp: frames to make, the condition's included, by sliding the "
+        "model's window (default: one window)",
+    )
+    p.add_argument(
+        "--start",
+        type=int,
+        default=None,
+        help="fp, cfp: the first condition frame of the input (default: its last "
+        "frames, so that the prediction continues the clip)",
+    )
     p.add_argument("--fps", type=int, default=8, help="frame rate of the output")
     p.add_argument("--no-paste", action="store_true", help="do not paste condition pixels back")
     src = p.add_mutually_exclusive_group()
@@ -77,9 +95,13 @@ def decode_options(args: argparse.Namespace):
     """DecodeOptions from the flags: the preset's settings (if any), then the explicit ones."""
     from models.options import DecodeOptions
 
-    fields = {"steps": args.steps, "temperature": args.temperature, "top_k": args.top_k,
-              "top_p": args.top_p,
-              "guidance_scale": args.guidance_scale}  # fmt: skip
+    fields = {
+        "steps": args.steps,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "guidance_scale": args.guidance_scale,
+    }
     for name in ("choice_temperature", "schedule"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)

@@ -34,8 +34,18 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--port", str(port), "--device", "cpu",
-           "--data-dir", tempfile.mkdtemp(prefix="magvit-shot-")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "serve",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--data-dir",
+        tempfile.mkdtemp(prefix="magvit-shot-"),
+    ]
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
     server = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -54,8 +64,9 @@ def main() -> None:
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu"])  # fmt: skip
+            browser = p.chromium.launch(
+                executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"]
+            )
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(url + "/")
             page.click(f"label[data-code={args.task}]")
@@ -63,8 +74,9 @@ def main() -> None:
             page.select_option("#sample", index=1)
             page.wait_for_function("document.querySelector('#input-video').readyState >= 2")
             page.click("#run")
-            page.wait_for_function("document.querySelector('#result-video').duration > 0",
-                                   timeout=120_000)  # fmt: skip
+            page.wait_for_function(
+                "document.querySelector('#result-video').duration > 0", timeout=120_000
+            )
             page.wait_for_timeout(1500)  # let the looping videos show a frame
             args.out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(args.out), full_page=True)

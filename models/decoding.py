@@ -70,12 +70,14 @@ def _sample(
     allowed = None if allowed is None else allowed.reshape(b * n, k)
     if counter_based_noise(logits.device):
         stream = PhiloxStream.for_requests(seeds, n, step, logits.device)
-        return fused_sampling_step(*flat, options.temperature, choice_temperature,
-                                   stream=stream, allowed=allowed)  # fmt: skip
+        return fused_sampling_step(
+            *flat, options.temperature, choice_temperature, stream=stream, allowed=allowed
+        )
     uniform = torch.cat([torch.rand(n, generator=g) for g in generators]).to(logits.device)
     choice = torch.cat([gumbel_noise((n,), g, "cpu") for g in generators]).to(logits.device)
-    return categorical_sampling_step(*flat, options.temperature, choice_temperature, uniform,
-                                     choice, allowed)  # fmt: skip
+    return categorical_sampling_step(
+        *flat, options.temperature, choice_temperature, uniform, choice, allowed
+    )
 
 
 def _codebook_logits(

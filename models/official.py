@@ -111,8 +111,11 @@ def _tokenizer_table(model: VQTokenizer) -> list[_Entry]:
     e: list[_Entry] = []
     enc, dec = model.encoder, model.decoder
     _conv(e, "encoder/Conv_0", "encoder.conv_in", enc.conv_in)
-    blocks = [(f"encoder.levels.{i}.{j}", b) for i, lvl in enumerate(enc.levels)
-              for j, b in enumerate(lvl)]  # fmt: skip
+    blocks = [
+        (f"encoder.levels.{i}.{j}", b)
+        for i, lvl in enumerate(enc.levels)
+        for j, b in enumerate(lvl)
+    ]
     blocks += [(f"encoder.mid.{j}", b) for j, b in enumerate(enc.mid)]
     for r, (name, block) in enumerate(blocks):
         _resblock(e, f"encoder/ResBlock_{r}", name, block)

@@ -42,11 +42,7 @@ class VectorQuantizer(nn.Module):
         """Squared Euclidean distances [N, K] from flat features [N, D] to every code, in fp32
         whatever the weights' precision, so that the nearest code does not depend on it."""
         e = self.codebook.float()
-        return (
-            flat.pow(2).sum(1, keepdim=True)
-            - 2 * flat @ e.t()
-            + e.pow(2).sum(1)[None, :]
-        )  # fmt: skip
+        return flat.pow(2).sum(1, keepdim=True) - 2 * flat @ e.t() + e.pow(2).sum(1)[None, :]
 
     @staticmethod
     def _flatten(z: torch.Tensor) -> torch.Tensor:

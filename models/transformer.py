@@ -46,8 +46,9 @@ class SelfAttention(nn.Module):
             return t.view(b, l, self.num_heads, d // self.num_heads).transpose(1, 2)  # [B,H,L,Dh]
 
         p = self.attention_dropout if self.training else 0.0
-        y = masked_attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)),
-                             key_padding_mask, p)  # fmt: skip
+        y = masked_attention(
+            heads(self.query(x)), heads(self.key(x)), heads(self.value(x)), key_padding_mask, p
+        )
         return self.out(y.transpose(1, 2).reshape(b, l, d))
 
 

@@ -22,6 +22,7 @@ def test_kv_cache_matches_full_forward():
 def test_generate_samples_codebook_tokens_only():
     cfg = TransformerConfig(hidden_dim=16, num_layers=1, num_heads=2, mlp_dim=32)
     model = AutoregressiveTransformer(cfg, vocab_size=30, max_positions=16).eval()
-    out = model.generate(torch.tensor([[20, 25]]), 10, codebook_size=8,
-                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    out = model.generate(
+        torch.tensor([[20, 25]]), 10, codebook_size=8, generator=torch.Generator().manual_seed(0)
+    )
     assert out.shape == (1, 10) and (out < 8).all()

@@ -12,10 +12,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_train_step_benchmark_compares_precisions():
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--config", "tiny",
-         "--repeats", "1", "--tokenizer-batch", "1", "--transformer-batch", "1"],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "train_step.py"),
+            "--config",
+            "tiny",
+            "--repeats",
+            "1",
+            "--tokenizer-batch",
+            "1",
+            "--transformer-batch",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     report = json.loads(out.stdout)
     assert report["config"] == "tiny" and report["device"] == "cpu"
     for part in ("tokenizer", "transformer"):

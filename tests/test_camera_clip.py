@@ -61,8 +61,18 @@ def test_eval_of_a_tokenizer_checkpoint_on_the_clip(tmp_path: Path, capsys):
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "ckpt", config, build_tokenizer(config).state_dict())
     data = camera_windows(config, tmp_path).root
-    args = ["eval", "--checkpoint", str(ckpt), "--data", str(data), "--split", "eval",
-            "--num-clips", "4", "--json"]  # fmt: skip
+    args = [
+        "eval",
+        "--checkpoint",
+        str(ckpt),
+        "--data",
+        str(data),
+        "--split",
+        "eval",
+        "--num-clips",
+        "4",
+        "--json",
+    ]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["num_clips"] == 4 and set(report) == {"tokenizer", "bicubic_16x16", "num_clips"}

@@ -32,8 +32,17 @@ def test_info_json_lists_presets_and_tasks(capsys):
     info = json.loads(capsys.readouterr().out)
     assert set(info["configs"]) >= {"tiny", "default", "magvit-b", "magvit-l"}
     assert [t["code"] for t in info["tasks"]] == [
-        "fp", "fi", "opc", "opv", "oph", "opd", "ipc", "ipd", "cg", "cfp"
-    ]  # fmt: skip
+        "fp",
+        "fi",
+        "opc",
+        "opv",
+        "oph",
+        "opd",
+        "ipc",
+        "ipd",
+        "cg",
+        "cfp",
+    ]
     b = info["configs"]["magvit-b"]
     assert b["video"] == [16, 128, 128] and b["tokens"] == [4, 16, 16]
     assert b["codebook_size"] == 1024
@@ -47,8 +56,19 @@ def test_info_json_lists_presets_and_tasks(capsys):
 def test_generate_writes_a_video(tmp_path, ext, capsys):
     clip = _write_clip(tmp_path / "in.mp4")
     out = tmp_path / f"out.{ext}"
-    args = ["generate", "opc", "--input", str(clip), "--output", str(out), "--steps", "2",
-            "--config", "tiny", "--random-init"]  # fmt: skip
+    args = [
+        "generate",
+        "opc",
+        "--input",
+        str(clip),
+        "--output",
+        str(out),
+        "--steps",
+        "2",
+        "--config",
+        "tiny",
+        "--random-init",
+    ]
     assert main(args) == 0
     assert out.is_file() and out.stat().st_size > 0
     if ext == "npz":
@@ -58,8 +78,19 @@ def test_generate_writes_a_video(tmp_path, ext, capsys):
 
 def test_generate_class_task_without_input(tmp_path):
     out = tmp_path / "cg.gif"
-    args = ["generate", "cg", "--class-id", "1", "--output", str(out), "--steps", "2",
-            "--config", "tiny", "--random-init"]  # fmt: skip
+    args = [
+        "generate",
+        "cg",
+        "--class-id",
+        "1",
+        "--output",
+        str(out),
+        "--steps",
+        "2",
+        "--config",
+        "tiny",
+        "--random-init",
+    ]
     assert main(args) == 0 and out.stat().st_size > 0
 
 
@@ -100,7 +131,7 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
             "--random-init",
             "--steps",
             "1",
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -112,8 +143,21 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 def test_generate_continues_the_input_for_many_frames(tmp_path):
     clip = _write_clip(tmp_path / "in.mp4", frames=10)
     out = tmp_path / "long.npz"
-    args = ["generate", "fp", "--input", str(clip), "--output", str(out), "--steps", "1",
-            "--frames", "20", "--config", "tiny", "--random-init"]  # fmt: skip
+    args = [
+        "generate",
+        "fp",
+        "--input",
+        str(clip),
+        "--output",
+        str(out),
+        "--steps",
+        "1",
+        "--frames",
+        "20",
+        "--config",
+        "tiny",
+        "--random-init",
+    ]
     assert main(args) == 0
     video = np.load(out, allow_pickle=False)["video"]
     assert video.shape == (20, 16, 16, 3)
@@ -128,7 +172,18 @@ def test_generate_continues_the_input_for_many_frames(tmp_path):
 
 def test_generate_start_out_of_range(tmp_path, capsys):
     clip = _write_clip(tmp_path / "in.mp4", frames=10)
-    args = ["generate", "fp", "--input", str(clip), "--output", str(tmp_path / "o.mp4"),
-            "--start", "10", "--config", "tiny", "--random-init"]  # fmt: skip
+    args = [
+        "generate",
+        "fp",
+        "--input",
+        str(clip),
+        "--output",
+        str(tmp_path / "o.mp4"),
+        "--start",
+        "10",
+        "--config",
+        "tiny",
+        "--random-init",
+    ]
     assert main(args) == 2
     assert "--start must be in [0, 9]" in capsys.readouterr().err

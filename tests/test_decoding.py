@@ -40,8 +40,9 @@ def _run(seeds, cond_mask=None, progress=None, options=DecodeOptions(), classes=
         cond_mask = torch.zeros(b, N, dtype=torch.bool)
         cond_mask[:, :6] = True
     model = TableTransformer()
-    out = decode(model, VOCAB, 0, classes or [None] * b, cond_tokens, cond_mask, seeds,
-                 options, progress)  # fmt: skip
+    out = decode(
+        model, VOCAB, 0, classes or [None] * b, cond_tokens, cond_mask, seeds, options, progress
+    )
     return out, model
 
 
@@ -62,8 +63,7 @@ def test_schedule_of_masked_counts_and_decided_positions_kept():
         # Undecided positions are refilled: condition tokens in the region, [MASK] elsewhere.
         und = info.undecided
         assert (info.tokens[:, 6:][und[:, 6:]] == VOCAB.mask_id).all()
-        assert torch.equal(info.tokens[:, :6][und[:, :6]],
-                           torch.arange(6).expand(2, 6)[und[:, :6]])  # fmt: skip
+        assert torch.equal(info.tokens[:, :6][und[:, :6]], torch.arange(6).expand(2, 6)[und[:, :6]])
         prev_tokens, prev_undecided = info.tokens, info.undecided
     assert torch.equal(out, infos[-1].tokens)
     assert (out < VOCAB.codebook_size).all()
@@ -113,8 +113,24 @@ def test_guidance_is_the_official_operator_in_one_batched_pass():
 
 def test_unconditional_branch_is_built_as_the_official_code():
     # [task 0][class 1][6 condition tokens (segment 1), 2 decided tokens, 2 masks]
-    ids = torch.tensor([[VOCAB.task_token(0), VOCAB.class_token(1), 3, 4, 5, 6, 7, 8, 9, 10,
-                         VOCAB.mask_id, VOCAB.mask_id]])  # fmt: skip
+    ids = torch.tensor(
+        [
+            [
+                VOCAB.task_token(0),
+                VOCAB.class_token(1),
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+                9,
+                10,
+                VOCAB.mask_id,
+                VOCAB.mask_id,
+            ]
+        ]
+    )
     segs = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0]])
     ids_u, segs_u = unconditional_input(VOCAB, ids, segs)
     mask, uncond = VOCAB.mask_id, VOCAB.class_token(None)
@@ -182,8 +198,9 @@ def test_top_k_and_top_p_do_not_renormalise_the_confidence():
     tokens = torch.zeros(50, dtype=torch.long)
     known = torch.zeros(50, dtype=torch.bool)
     for allowed in (sampling_filter(logits, 1.0, 3, None), sampling_filter(logits, 1.0, None, 0.5)):
-        ids, log_prob, _ = sampling_step(logits, tokens, known, 1.0, 0.0, generator=g,
-                                         allowed=allowed)  # fmt: skip
+        ids, log_prob, _ = sampling_step(
+            logits, tokens, known, 1.0, 0.0, generator=g, allowed=allowed
+        )
         assert allowed.gather(1, ids[:, None]).all()  # only allowed tokens are drawn
         full = torch.log_softmax(logits, -1).gather(1, ids[:, None]).squeeze(1)
         assert torch.allclose(log_prob, full)  # under the full distribution

@@ -346,8 +346,13 @@ def test_split_image():
 
 
 def kubectl_render(directory: Path) -> list[dict]:
-    out = subprocess.run(["kubectl", "kustomize", str(directory)], capture_output=True,
-                         text=True, check=True, timeout=60).stdout  # fmt: skip
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
@@ -368,8 +373,16 @@ def test_renderer_agrees_with_kubectl_kustomize(target, fixture_overlay):
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_overlays_validate_strictly_against_the_kubernetes_schemas(name):
     kinds = {o["kind"] for o in overlay(name)}
-    core = {"Namespace", "ServiceAccount", "ConfigMap", "PersistentVolumeClaim", "Service",
-            "Deployment", "StatefulSet", "PodDisruptionBudget"}  # fmt: skip
+    core = {
+        "Namespace",
+        "ServiceAccount",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "Service",
+        "Deployment",
+        "StatefulSet",
+        "PodDisruptionBudget",
+    }
     assert kinds == (core | {"ScaledObject"} if name == "gpu-prod" else core)
     for doc in overlay(name):
         expected = "structure" if doc["kind"] == "ScaledObject" else "schema"
@@ -537,9 +550,11 @@ def test_selectors_services_and_volumes_fit_together(name):
         assert all(p["targetPort"] in ports for p in svc["spec"]["ports"]), svc["metadata"]["name"]
     budgets = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
     selected = {
-        n for b in budgets for n, lab in labels.items()
+        n
+        for b in budgets
+        for n, lab in labels.items()
         if b["spec"]["selector"]["matchLabels"].items() <= lab.items()
-    }  # fmt: skip
+    }
     assert selected == {API, WORKER} and len(budgets) == 2
     assert all("maxUnavailable" in b["spec"] for b in budgets), "never blocks a node drain"
     # Clients reach the API through `magvit`.
@@ -779,8 +794,12 @@ def hadolint() -> str | None:
 @pytest.mark.skipif(hadolint() is None, reason="hadolint is not installed")
 def test_dockerfile_passes_hadolint():
     # Exceptions are written next to the line they excuse (`# hadolint ignore=...`).
-    out = subprocess.run([hadolint(), "--no-color", str(ROOT / "Dockerfile")],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [hadolint(), "--no-color", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -802,8 +821,14 @@ def test_dockerfile_copies_exist_and_reach_the_build_context():
     include = re.search(r"include = \[(.*?)\]", pyproject)[1]
     packages = {p.strip(' "*') for p in include.split(",")}
     assert packages <= set(sources) and "README.md" in sources
-    for path in (".venv/bin/python", ".git/HEAD", "runs/x", "checkpoints/other/config.json",
-                 "models/__pycache__/config.cpython-311.pyc", "tests/test_deploy.py"):  # fmt: skip
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "runs/x",
+        "checkpoints/other/config.json",
+        "models/__pycache__/config.cpython-311.pyc",
+        "tests/test_deploy.py",
+    ):
         assert not in_context(patterns, path), path
     assert in_context(patterns, "checkpoints/default/config.json")
     assert in_context(patterns, "models/config.py")

@@ -28,16 +28,23 @@ def _official_layers(f, mults, t, h, w):
     c_in = f
     for i, m in enumerate(mults):
         c = f * m
-        layers += [(f"blocks.{i}.conv1.weight", (c_in, c_in, 3, 3, 3)),
-                   (f"blocks.{i}.conv1.bias", (c_in,)),
-                   (f"blocks.{i}.conv2.weight", (c, c_in, 3, 3, 3)),
-                   (f"blocks.{i}.conv2.bias", (c,)),
-                   (f"blocks.{i}.skip.weight", (c, c_in, 1, 1, 1))]  # fmt: skip
+        layers += [
+            (f"blocks.{i}.conv1.weight", (c_in, c_in, 3, 3, 3)),
+            (f"blocks.{i}.conv1.bias", (c_in,)),
+            (f"blocks.{i}.conv2.weight", (c, c_in, 3, 3, 3)),
+            (f"blocks.{i}.conv2.bias", (c,)),
+            (f"blocks.{i}.skip.weight", (c, c_in, 1, 1, 1)),
+        ]
         c_in = c
         t, h, w = max(1, t // 2), h // 2, w // 2
-    layers += [("conv_out.weight", (c_in, c_in, 3, 3, 3)), ("conv_out.bias", (c_in,)),
-               ("dense.weight", (c_in, c_in * t * h * w)), ("dense.bias", (c_in,)),
-               ("logit.weight", (1, c_in)), ("logit.bias", (1,))]  # fmt: skip
+    layers += [
+        ("conv_out.weight", (c_in, c_in, 3, 3, 3)),
+        ("conv_out.bias", (c_in,)),
+        ("dense.weight", (c_in, c_in * t * h * w)),
+        ("dense.bias", (c_in,)),
+        ("logit.weight", (1, c_in)),
+        ("logit.bias", (1,)),
+    ]
     return layers
 
 

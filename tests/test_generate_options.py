@@ -13,8 +13,9 @@ from cli.main import main
 def _options(*flags: str):
     parser = argparse.ArgumentParser()
     generate.add_parser(parser.add_subparsers())
-    return generate.decode_options(parser.parse_args(["generate", "fp", "--output", "o.mp4",
-                                                      *flags]))  # fmt: skip
+    return generate.decode_options(
+        parser.parse_args(["generate", "fp", "--output", "o.mp4", *flags])
+    )
 
 
 def test_schedule_and_preset_flags():
@@ -28,7 +29,17 @@ def test_schedule_and_preset_flags():
 
 @pytest.mark.parametrize("flags", [["--schedule", "square"], ["--preset", "nope"]])
 def test_bad_schedule_or_preset_is_a_clear_error(tmp_path, capsys, flags):
-    args = ["generate", "cg", "--class-id", "0", "--output", str(tmp_path / "o.mp4"),
-            "--config", "tiny", "--random-init", *flags]  # fmt: skip
+    args = [
+        "generate",
+        "cg",
+        "--class-id",
+        "0",
+        "--output",
+        str(tmp_path / "o.mp4"),
+        "--config",
+        "tiny",
+        "--random-init",
+        *flags,
+    ]
     assert main(args) == 2
     assert "Traceback" not in capsys.readouterr().err

@@ -37,8 +37,13 @@ from models.transformer import BidirectionalTransformer, _gelu
 
 # task_registry.SpecialTokens of the official code.
 MASK, FULL_GENERATION, FRAME_PREDICTION, FRAME_INTERPOLATION, OUTPAINTING, INPAINTING = (
-    -1, -3, -4, -5, -6, -7,
-)  # fmt: skip
+    -1,
+    -3,
+    -4,
+    -5,
+    -6,
+    -7,
+)
 K = 16  # tiny codebook
 
 VQVAE = {  # vqgan3d_*_config.vqvae, tiny: 4 x 8 x 8 pixels -> 2 x 4 x 4 tokens
@@ -91,9 +96,13 @@ def bair_config() -> dict:
         experiment_name="BAIR_FP_MaskGVT/16",
         dataset_configs={"num_classes": 0, "num_frames": 4},
         tasks=["frame_prediction"],
-        frame_prediction={"cond_frames": 1, "cond_latent_frames": 1,
-                          "condition_mode": "cond->input", "weight_mode": "mask+refine+recons"},
-    )  # fmt: skip
+        frame_prediction={
+            "cond_frames": 1,
+            "cond_latent_frames": 1,
+            "condition_mode": "cond->input",
+            "weight_mode": "mask+refine+recons",
+        },
+    )
     del config["full_generation"]
     return config
 
@@ -105,8 +114,16 @@ def bair_multitask_config() -> dict:
     config.update(
         experiment_name="BAIR_MT_MaskGVT/16",
         multi_task=True,
-        tasks=["frame_prediction", "frame_interpolation", "outpainting_h", "outpainting_v",
-               "outpainting_c", "outpainting_dv", "inpainting_c", "inpainting_dv"],
+        tasks=[
+            "frame_prediction",
+            "frame_interpolation",
+            "outpainting_h",
+            "outpainting_v",
+            "outpainting_c",
+            "outpainting_dv",
+            "inpainting_c",
+            "inpainting_dv",
+        ],
         weight_mode="mask+refine+recons",
         condition_mode="cond->input",
         frame_prediction={},
@@ -117,15 +134,22 @@ def bair_multitask_config() -> dict:
         outpainting_dv={"cond_region": "dynamic_vertical", "cond_padding": "constant"},
         inpainting_c={"cond_region": "rectangle_central"},
         inpainting_dv={"cond_region": "dynamic_central"},
-    )  # fmt: skip
+    )
     return config
 
 
 # The official task token of each of this project's tasks in the multi-task config
 # (task_registry: inpainting shares the outpainting token unless bug_patches.inpainting_token).
-MULTITASK_TOKENS = {"fp": FRAME_PREDICTION, "fi": FRAME_INTERPOLATION, "oph": OUTPAINTING,
-                    "opv": OUTPAINTING, "opc": OUTPAINTING, "opd": OUTPAINTING,
-                    "ipc": OUTPAINTING, "ipd": OUTPAINTING}  # fmt: skip
+MULTITASK_TOKENS = {
+    "fp": FRAME_PREDICTION,
+    "fi": FRAME_INTERPOLATION,
+    "oph": OUTPAINTING,
+    "opv": OUTPAINTING,
+    "opc": OUTPAINTING,
+    "opd": OUTPAINTING,
+    "ipc": OUTPAINTING,
+    "ipd": OUTPAINTING,
+}
 
 
 def official_tree(config: dict, seed: int = 0) -> dict[str, np.ndarray]:
@@ -197,8 +221,13 @@ def both_logits(config, tree, model_config, model, code, class_id, seed):
     codes, is_mask, segs = logical_sequence(n, seed)
     vocab = model_config.vocab
     ours_video = torch.from_numpy(np.where(is_mask, vocab.mask_id, codes))[None]
-    ids, seg_ids = build_sequence(vocab, TASK_CODES.index(code), class_tokens(vocab, [class_id]),
-                                  ours_video, torch.from_numpy(segs)[None])  # fmt: skip
+    ids, seg_ids = build_sequence(
+        vocab,
+        TASK_CODES.index(code),
+        class_tokens(vocab, [class_id]),
+        ours_video,
+        torch.from_numpy(segs)[None],
+    )
     with torch.no_grad():
         ours = model(ids, seg_ids)[0, 2:, :K]
 
@@ -302,15 +331,21 @@ def _with(config: dict, **changes) -> dict:
         (_with(bair_config(), frame_prediction__cond_padding="constant"), "padding"),
         (_with(bair_config(), frame_prediction__cond_latent_frames=2), "latent frames"),
         (_with(bair_multitask_config(), frame_interpolation={"cond_frames": 2}), "one frame"),
-        (_with(bair_multitask_config(), tasks=["outpainting_c", "outpainting_c2"],
-               outpainting_c2={"cond_region": "rectangle_central"}), "two official tasks"),
+        (
+            _with(
+                bair_multitask_config(),
+                tasks=["outpainting_c", "outpainting_c2"],
+                outpainting_c2={"cond_region": "rectangle_central"},
+            ),
+            "two official tasks",
+        ),
         (_with(ucf_config(), transformer__latent_shape=[4, 4, 4]), "latent shape"),
         (_with(ucf_config(), vq_model_from__config__vqvae__norm_type="BN"), "GroupNorm"),
         (_with(ucf_config(), tasks=["structure"]), "unknown official task"),
         ({k: v for k, v in ucf_config().items() if k != "vq_model_from"}, "vq_model_from"),
         (_with(ucf_config(), dataset_configs={"num_classes": 3}), "num_frames"),
     ],
-)  # fmt: skip
+)
 def test_configs_without_an_equal_here_are_refused(config, message):
     with pytest.raises(UnsupportedOfficialModel, match=message):
         official_model_config(config)
@@ -360,10 +395,17 @@ def test_cli_converts_an_official_config_and_tree_into_a_checkpoint(tmp_path, ca
     np.savez(tmp_path / "vq.npz", **vq_tree)
     (tmp_path / "bert.msgpack").write_bytes(_msgpack(tree))
     (tmp_path / "config.json").write_text(json.dumps(config))
-    args = ["convert-official", "--tokenizer", str(tmp_path / "vq.npz"),
-            "--transformer", str(tmp_path / "bert.msgpack"),
-            "--official-config", str(tmp_path / "config.json"),
-            "--out", str(tmp_path / "ck")]  # fmt: skip
+    args = [
+        "convert-official",
+        "--tokenizer",
+        str(tmp_path / "vq.npz"),
+        "--transformer",
+        str(tmp_path / "bert.msgpack"),
+        "--official-config",
+        str(tmp_path / "config.json"),
+        "--out",
+        str(tmp_path / "ck"),
+    ]
     assert main(args) == 0
 
     pipe = MagvitPipeline.from_checkpoint(tmp_path / "ck", "cpu", torch.float32)

@@ -31,8 +31,11 @@ def report(reference):
 
 
 def test_every_output_key_is_compared(reference, report):
-    outputs = {k for k in reference if k != "meta_json" and "/params/" not in k
-               and not k.endswith(parity.INPUT_KEYS)}  # fmt: skip
+    outputs = {
+        k
+        for k in reference
+        if k != "meta_json" and "/params/" not in k and not k.endswith(parity.INPUT_KEYS)
+    }
     assert set(report) == outputs
     assert all("error" not in v for v in report.values()), report
 
@@ -89,8 +92,11 @@ def test_converter_round_trip_is_bit_exact(reference):
     meta = json.loads(str(reference["meta_json"]))
     tok = VQTokenizer(tokenizer_config(meta["tokenizer_reflect"]["config"]))
     tree = _round_trip(tok)
-    ref_tree = {k[len("tokenizer_reflect/params/"):]: v for k, v in reference.items()
-                if k.startswith("tokenizer_reflect/params/")}  # fmt: skip
+    ref_tree = {
+        k[len("tokenizer_reflect/params/") :]: v
+        for k, v in reference.items()
+        if k.startswith("tokenizer_reflect/params/")
+    }
     assert {k: v.shape for k, v in tree.items()} == {k: v.shape for k, v in ref_tree.items()}
     cfg, sizes = transformer_config(meta["bert"]["config"])
     tree = _round_trip(BidirectionalTransformer(cfg, **sizes))
@@ -140,16 +146,27 @@ def _flax_msgpack(tree) -> bytes:
 def test_convert_official_msgpack_and_npz(tmp_path, capsys):
     cfg = CONFIGS["tiny"]
     tok, tr = build_tokenizer(cfg), build_transformer(cfg)
-    state = {"step": 3, "params": _nest(state_dict_to_flax(tok)),
-             "ema_params": _nest(state_dict_to_flax(tok))}  # fmt: skip
+    state = {
+        "step": 3,
+        "params": _nest(state_dict_to_flax(tok)),
+        "ema_params": _nest(state_dict_to_flax(tok)),
+    }
     (tmp_path / "tok.msgpack").write_bytes(_flax_msgpack(state))
     np.savez(tmp_path / "tr.npz", **{f"params/{k}": v for k, v in state_dict_to_flax(tr).items()})
     assert (
         read_flax_tree(tmp_path / "tok.msgpack", "encoder").keys() == state_dict_to_flax(tok).keys()
     )
-    args = ["convert-official", "--tokenizer", str(tmp_path / "tok.msgpack"),
-            "--transformer", str(tmp_path / "tr.npz"), "--preset", "tiny",
-            "--out", str(tmp_path / "ck")]  # fmt: skip
+    args = [
+        "convert-official",
+        "--tokenizer",
+        str(tmp_path / "tok.msgpack"),
+        "--transformer",
+        str(tmp_path / "tr.npz"),
+        "--preset",
+        "tiny",
+        "--out",
+        str(tmp_path / "ck"),
+    ]
     assert main(args) == 0
     ck = load_checkpoint(tmp_path / "ck", require_transformer=True)
     for name, tensor in tr.state_dict().items():

@@ -44,12 +44,17 @@ def test_resnet50_has_torchvisions_layout():
     state = net.state_dict()
     assert sum(p.numel() for p in net.parameters()) == 25_557_032  # torchvision's resnet50
     assert len(state) == 320  # 53 convs, 53 BatchNorms x 5 tensors, fc weight and bias
-    shapes = {"conv1.weight": (64, 3, 7, 7), "bn1.running_var": (64,),
-              "layer1.0.downsample.0.weight": (256, 64, 1, 1),
-              "layer2.0.conv2.weight": (128, 128, 3, 3),
-              "layer3.5.bn3.weight": (1024,), "layer3.0.downsample.1.running_mean": (1024,),
-              "layer4.2.conv3.weight": (2048, 512, 1, 1), "fc.weight": (1000, 2048),
-              "fc.bias": (1000,)}  # fmt: skip
+    shapes = {
+        "conv1.weight": (64, 3, 7, 7),
+        "bn1.running_var": (64,),
+        "layer1.0.downsample.0.weight": (256, 64, 1, 1),
+        "layer2.0.conv2.weight": (128, 128, 3, 3),
+        "layer3.5.bn3.weight": (1024,),
+        "layer3.0.downsample.1.running_mean": (1024,),
+        "layer4.2.conv3.weight": (2048, 512, 1, 1),
+        "fc.weight": (1000, 2048),
+        "fc.bias": (1000,),
+    }
     for name, shape in shapes.items():
         assert tuple(state[name].shape) == shape, name
     assert "layer1.1.downsample.0.weight" not in state  # only the first block of a layer

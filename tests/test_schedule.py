@@ -60,10 +60,20 @@ def test_commit_mask_replacement_rules():
 
 def test_commit_mask_is_seeded():
     tokens = torch.randint(0, 50, (4, 16))
-    a = commit_mask(tokens, tokens, torch.zeros(4, 16, dtype=torch.bool), 99,
-                    generator=torch.Generator().manual_seed(3))  # fmt: skip
-    b = commit_mask(tokens, tokens, torch.zeros(4, 16, dtype=torch.bool), 99,
-                    generator=torch.Generator().manual_seed(3))  # fmt: skip
+    a = commit_mask(
+        tokens,
+        tokens,
+        torch.zeros(4, 16, dtype=torch.bool),
+        99,
+        generator=torch.Generator().manual_seed(3),
+    )
+    b = commit_mask(
+        tokens,
+        tokens,
+        torch.zeros(4, 16, dtype=torch.bool),
+        99,
+        generator=torch.Generator().manual_seed(3),
+    )
     assert torch.equal(a.masked, b.masked)
 
 

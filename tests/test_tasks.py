@@ -10,9 +10,17 @@ import torch
 
 from models.tasks import TASK_CODES, TASKS, get_task
 
-REF_TASKS = {"fp_1": ("fp", 1), "fp_5": ("fp", 5), "fi": ("fi", 1), "opc": ("opc", 1),
-             "opv": ("opv", 1), "oph": ("oph", 1), "opd": ("opd", 1), "ipc": ("ipc", 1),
-             "ipd": ("ipd", 1)}  # fmt: skip
+REF_TASKS = {
+    "fp_1": ("fp", 1),
+    "fp_5": ("fp", 5),
+    "fi": ("fi", 1),
+    "opc": ("opc", 1),
+    "opv": ("opv", 1),
+    "oph": ("oph", 1),
+    "opd": ("opd", 1),
+    "ipc": ("ipc", 1),
+    "ipd": ("ipd", 1),
+}
 
 
 def test_ten_tasks_in_fixed_order():

@@ -37,8 +37,9 @@ def _dataset(n: int = 5) -> SyntheticVideos:
 def test_a_clip_has_the_condition_tokens_of_all_ten_tasks():
     tokenizer, data = PoolTokenizer(CONFIG), _dataset()
     # Three videos per pass: real and condition videos of different clips share passes.
-    cache = build_token_cache(tokenizer, CONFIG, data, TASK_CODES, 5, batch_size=3,
-                              show_progress=False)  # fmt: skip
+    cache = build_token_cache(
+        tokenizer, CONFIG, data, TASK_CODES, 5, batch_size=3, show_progress=False
+    )
     assert cache.tasks == TASK_CODES and len(cache) == 5
     # FP and CFP share their condition video, CG's is the blank one: 8 grids per clip.
     assert cache.conditions.shape == (5, 8, *CONFIG.token_shape)
@@ -58,8 +59,9 @@ def test_a_clip_has_the_condition_tokens_of_all_ten_tasks():
 
 
 def test_a_batch_mixes_clips_and_tasks():
-    cache = build_token_cache(PoolTokenizer(CONFIG), CONFIG, _dataset(4), TASK_CODES, 4,
-                              show_progress=False)  # fmt: skip
+    cache = build_token_cache(
+        PoolTokenizer(CONFIG), CONFIG, _dataset(4), TASK_CODES, 4, show_progress=False
+    )
     clips, tasks = torch.tensor([3, 0, 3, 1]), torch.tensor([0, 8, 2, 9])
     rows = cache.condition_tokens(clips, tasks)
     for row, clip, task in zip(rows, clips, tasks, strict=True):
@@ -68,8 +70,9 @@ def test_a_batch_mixes_clips_and_tasks():
 
 
 def test_a_subset_caches_only_its_tasks():
-    cache = build_token_cache(PoolTokenizer(CONFIG), CONFIG, _dataset(3), ("cg", "cfp"), 3,
-                              show_progress=False)  # fmt: skip
+    cache = build_token_cache(
+        PoolTokenizer(CONFIG), CONFIG, _dataset(3), ("cg", "cfp"), 3, show_progress=False
+    )
     assert cache.tasks == ("cg", "cfp") and cache.conditions.shape[1] == 1
     assert cache.slots[TASK_CODES.index("fp")] == ABSENT
     try:
@@ -78,8 +81,9 @@ def test_a_subset_caches_only_its_tasks():
         assert "fp" in str(err)
     else:
         raise AssertionError("a task outside the cache was answered")
-    only_cg = build_token_cache(PoolTokenizer(CONFIG), CONFIG, _dataset(3), ("cg",), 3,
-                                show_progress=False)  # fmt: skip
+    only_cg = build_token_cache(
+        PoolTokenizer(CONFIG), CONFIG, _dataset(3), ("cg",), 3, show_progress=False
+    )
     assert only_cg.conditions.shape[1] == 0
     cg = torch.full((3,), TASK_CODES.index("cg"))
     blank = PoolTokenizer(CONFIG).encode(torch.zeros(1, 3, *CONFIG.video_shape))
@@ -94,8 +98,9 @@ def test_load_or_build_writes_once_and_reads_back(tmp_path):
 
     def build() -> TokenCache:
         calls.append(1)
-        return build_token_cache(PoolTokenizer(CONFIG), CONFIG, _dataset(3), ("fp", "opc"), 3,
-                                 show_progress=False)  # fmt: skip
+        return build_token_cache(
+            PoolTokenizer(CONFIG), CONFIG, _dataset(3), ("fp", "opc"), 3, show_progress=False
+        )
 
     first = load_or_build(tmp_path / "cache", tok_dir, "synthetic", build, 3, ("fp", "opc"))
     # The same set of tasks in another order is the same cache.

@@ -82,8 +82,10 @@ def test_quantizer_round_trip_and_straight_through():
 def test_forward_losses_backpropagate_to_encoder_and_codebook():
     tok = VQTokenizer(TINY)
     out = tok(torch.rand(1, 3, 8, 16, 16))
-    (F.mse_loss(out.reconstruction, torch.rand_like(out.reconstruction))
-     + out.losses["quantizer"]).backward()  # fmt: skip
+    (
+        F.mse_loss(out.reconstruction, torch.rand_like(out.reconstruction))
+        + out.losses["quantizer"]
+    ).backward()
     assert tok.encoder.conv_in.conv.weight.grad.abs().sum() > 0
     assert tok.quantizer.codebook.grad.abs().sum() > 0
 
@@ -96,9 +98,17 @@ def _per_frame(conv2d, video):
 
 @pytest.mark.parametrize("padding", ["reflect", "zeros"])
 def test_central_inflation_equals_per_frame_conv_on_static_video(padding):
-    cfg2d = TokenizerConfig(filters=8, channel_multipliers=(1, 2), num_res_blocks=1,
-                            temporal_downsample=(True,), embedding_dim=4, codebook_size=16,
-                            num_groups=4, padding=padding, conv_dim=2)  # fmt: skip
+    cfg2d = TokenizerConfig(
+        filters=8,
+        channel_multipliers=(1, 2),
+        num_res_blocks=1,
+        temporal_downsample=(True,),
+        embedding_dim=4,
+        codebook_size=16,
+        num_groups=4,
+        padding=padding,
+        conv_dim=2,
+    )
     cfg3d = dataclasses.replace(cfg2d, conv_dim=3)
     tok2d, tok3d = VQTokenizer(cfg2d), VQTokenizer(cfg3d)
     tok3d.load_state_dict(inflate_2d_to_3d(tok2d.state_dict(), cfg3d, "central"))

@@ -146,14 +146,25 @@ def _records(path):
 
 
 def test_tokenizer_resume_is_exact(tmp_path):
-    base = dict(config="tiny", steps=4, batch_size=2, adv_start=1, log_every=1, lr=1e-3,
-                warmup_steps=1, restart_every=1, restart_after=1)  # fmt: skip
+    base = dict(
+        config="tiny",
+        steps=4,
+        batch_size=2,
+        adv_start=1,
+        log_every=1,
+        lr=1e-3,
+        warmup_steps=1,
+        restart_every=1,
+        restart_after=1,
+    )
     train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "a"), checkpoint_every=4, **base))
-    train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "b"), checkpoint_every=4,
-                                         stop_at=2, **base))  # fmt: skip
+    train_tokenizer(
+        TokenizerTrainConfig(out=str(tmp_path / "b"), checkpoint_every=4, stop_at=2, **base)
+    )
     # Same run, continued from its step-2 state to step 4, its batches made in a worker process.
-    train_tokenizer(TokenizerTrainConfig(out=str(tmp_path / "b"), checkpoint_every=4, workers=1,
-                                         **base))  # fmt: skip
+    train_tokenizer(
+        TokenizerTrainConfig(out=str(tmp_path / "b"), checkpoint_every=4, workers=1, **base)
+    )
     a, b = _records(tmp_path / "a" / "metrics.jsonl"), _records(tmp_path / "b" / "metrics.jsonl")
     for step in (2, 3):
         for key in ("recon", "d_loss", "loss"):
@@ -170,8 +181,17 @@ def tiny_tokenizer(tmp_path_factory):
 
 
 def test_transformer_loss_falls_and_resume_is_exact(tmp_path, tiny_tokenizer):
-    base = dict(config="tiny", tokenizer=str(tiny_tokenizer), batch_size=8, cache_clips=16,
-                log_every=1, lr=3e-3, warmup_steps=1, steps=30, checkpoint_every=100)  # fmt: skip
+    base = dict(
+        config="tiny",
+        tokenizer=str(tiny_tokenizer),
+        batch_size=8,
+        cache_clips=16,
+        log_every=1,
+        lr=3e-3,
+        warmup_steps=1,
+        steps=30,
+        checkpoint_every=100,
+    )
     train_transformer(TransformerTrainConfig(out=str(tmp_path / "a"), **base))
     a = _records(tmp_path / "a" / "metrics.jsonl")
     first = np.mean([a[s]["loss"] for s in range(5)])
@@ -190,14 +210,30 @@ def test_transformer_loss_falls_and_resume_is_exact(tmp_path, tiny_tokenizer):
 
 # ------------------------------------------------------------------------- data parallel
 def _ddp_worker(rank, world, port, out, tok):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))  # fmt: skip
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     _register_no_dropout()
-    train_transformer(TransformerTrainConfig(config="tiny-nodrop", tokenizer=tok, out=out,
-                                             steps=2, batch_size=4, cache_clips=8, log_every=1,
-                                             checkpoint_every=2, lr=1e-3, warmup_steps=1,
-                                             device="cpu"))  # fmt: skip
+    train_transformer(
+        TransformerTrainConfig(
+            config="tiny-nodrop",
+            tokenizer=tok,
+            out=out,
+            steps=2,
+            batch_size=4,
+            cache_clips=8,
+            log_every=1,
+            checkpoint_every=2,
+            lr=1e-3,
+            warmup_steps=1,
+            device="cpu",
+        )
+    )
     torch.distributed.destroy_process_group()
 
 
@@ -216,10 +252,19 @@ def test_two_gloo_ranks_match_one_process(tmp_path, tiny_tokenizer):
     mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "ddp"), str(tiny_tokenizer)), nprocs=2)
     _register_no_dropout()
     try:
-        cfg = TransformerTrainConfig(config="tiny-nodrop", tokenizer=str(tiny_tokenizer),
-                                     out=str(tmp_path / "one"), steps=2, batch_size=4,
-                                     cache_clips=8, log_every=1, checkpoint_every=2, lr=1e-3,
-                                     warmup_steps=1, device="cpu")  # fmt: skip
+        cfg = TransformerTrainConfig(
+            config="tiny-nodrop",
+            tokenizer=str(tiny_tokenizer),
+            out=str(tmp_path / "one"),
+            steps=2,
+            batch_size=4,
+            cache_clips=8,
+            log_every=1,
+            checkpoint_every=2,
+            lr=1e-3,
+            warmup_steps=1,
+            device="cpu",
+        )
         train_transformer(cfg)
     finally:
         del CONFIGS["tiny-nodrop"]
@@ -235,23 +280,106 @@ def test_two_gloo_ranks_match_one_process(tmp_path, tiny_tokenizer):
 
 def test_cli_train_then_generate(tmp_path, capsys):
     tok, tr = tmp_path / "tok", tmp_path / "tr"
-    assert main(["train", "tokenizer", "--config", "tiny", "--steps", "2", "--batch-size", "2",
-                 "--out", str(tok), "--adv-start", "1",
-                 "--entropy-weight", "0.01"]) == 0  # fmt: skip
-    assert main(["train", "transformer", "--config", "tiny", "--tokenizer", str(tok),
-                 "--steps", "2", "--batch-size", "2", "--cache-clips", "4", "--tasks", "fp,cg",
-                 "--out", str(tr)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "tokenizer",
+                "--config",
+                "tiny",
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--out",
+                str(tok),
+                "--adv-start",
+                "1",
+                "--entropy-weight",
+                "0.01",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "transformer",
+                "--config",
+                "tiny",
+                "--tokenizer",
+                str(tok),
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--cache-clips",
+                "4",
+                "--tasks",
+                "fp,cg",
+                "--out",
+                str(tr),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "cg.npz"
-    assert main(["generate", "cg", "--class-id", "2", "--checkpoint", str(tr), "--steps", "2",
-                 "--output", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "generate",
+                "cg",
+                "--class-id",
+                "2",
+                "--checkpoint",
+                str(tr),
+                "--steps",
+                "2",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert np.load(out)["video"].shape == (8, 16, 16, 3)
     samples = tmp_path / "samples.png"
-    assert main(["eval", "--checkpoint", str(tr), "--num-clips", "2", "--steps", "2",
-                 "--samples", str(samples), "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(tr),
+                "--num-clips",
+                "2",
+                "--steps",
+                "2",
+                "--samples",
+                str(samples),
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert samples.read_bytes().startswith(b"\x89PNG")
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(tr), "--num-clips", "2", "--steps", "2",
-                 "--tasks", "FP", "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(tr),
+                "--num-clips",
+                "2",
+                "--steps",
+                "2",
+                "--tasks",
+                "FP",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert set(report) == {"tokenizer", "fp", "num_clips"}
     assert report["fp"]["mse"] >= 0 and report["fp"]["copy_last_frame_mse"] >= 0
@@ -271,8 +399,23 @@ def test_cli_train_then_generate(tmp_path, capsys):
         )
         == 2
     )  # this checkpoint was trained for fp and cg only
-    assert main(["train", "transformer", "--config", "tiny", "--tokenizer", str(tok),
-                 "--tasks", "zz", "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "transformer",
+                "--config",
+                "tiny",
+                "--tokenizer",
+                str(tok),
+                "--tasks",
+                "zz",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_precision_setting():
@@ -292,16 +435,57 @@ def test_decoder_only_training_keeps_tokens_and_export_takes_the_new_decoder(tmp
     tok, tr, ft, out = (tmp_path / n for n in ("tok", "tr", "ft", "out"))
     common = ["--config", "tiny", "--batch-size", "2"]
     assert main(["train", "tokenizer", *common, "--steps", "2", "--out", str(tok)]) == 0
-    assert main(["train", "transformer", *common, "--tokenizer", str(tok), "--steps", "1",
-                 "--cache-clips", "2", "--tasks", "fp", "--out", str(tr)]) == 0  # fmt: skip
-    assert main(["train", "tokenizer", *common, "--steps", "3", "--lr", "1e-2", "--warmup-steps",
-                 "0", "--init", str(tok), "--decoder-only", "--out", str(ft)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "transformer",
+                *common,
+                "--tokenizer",
+                str(tok),
+                "--steps",
+                "1",
+                "--cache-clips",
+                "2",
+                "--tasks",
+                "fp",
+                "--out",
+                str(tr),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "tokenizer",
+                *common,
+                "--steps",
+                "3",
+                "--lr",
+                "1e-2",
+                "--warmup-steps",
+                "0",
+                "--init",
+                str(tok),
+                "--decoder-only",
+                "--out",
+                str(ft),
+            ]
+        )
+        == 0
+    )
     before, after = load_checkpoint(tok).tokenizer_state, load_checkpoint(ft).tokenizer_state
     for name in before:  # the encoder and the codebook bit for bit, the decoder trained
         assert torch.equal(before[name], after[name]) != name.startswith("decoder."), name
 
-    assert main(["export", "--checkpoint", str(tr), "--tokenizer", str(ft), "--fp16",
-                 "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            ["export", "--checkpoint", str(tr), "--tokenizer", str(ft), "--fp16", "--out", str(out)]
+        )
+        == 0
+    )
     served = load_checkpoint(out, require_transformer=True)
     assert served.metadata["decoder"]["decoder_only"] is True
     assert served.metadata["transformer_steps"] == 1
@@ -312,23 +496,61 @@ def test_decoder_only_training_keeps_tokens_and_export_takes_the_new_decoder(tmp
 
     # A tokenizer that encodes differently is refused, by name; so is a missing --init.
     capsys.readouterr()
-    assert main(["train", "tokenizer", *common, "--steps", "1", "--decoder-only",
-                 "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "tokenizer",
+                *common,
+                "--steps",
+                "1",
+                "--decoder-only",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert "--decoder-only needs --init" in capsys.readouterr().err
-    assert main(["export", "--checkpoint", str(tr), "--tokenizer", str(tr),
-                 "--out", str(tr)]) == 2  # fmt: skip
+    assert main(["export", "--checkpoint", str(tr), "--tokenizer", str(tr), "--out", str(tr)]) == 2
     assert "another directory" in capsys.readouterr().err
     bigger = tmp_path / "bigger"
     save_checkpoint(bigger, CONFIGS["default"], build_tokenizer(CONFIGS["default"]).state_dict())
-    assert main(["export", "--checkpoint", str(tr), "--tokenizer", str(bigger),
-                 "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(tr),
+                "--tokenizer",
+                str(bigger),
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "another configuration" in capsys.readouterr().err
     other = tmp_path / "other"
-    assert main(["train", "tokenizer", *common, "--steps", "1", "--seed", "5",
-                 "--out", str(other)]) == 0  # fmt: skip
+    assert (
+        main(["train", "tokenizer", *common, "--steps", "1", "--seed", "5", "--out", str(other)])
+        == 0
+    )
     capsys.readouterr()
-    assert main(["export", "--checkpoint", str(tr), "--tokenizer", str(other),
-                 "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(tr),
+                "--tokenizer",
+                str(other),
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "encodes differently" in err and "differs" in err
 
@@ -336,17 +558,53 @@ def test_decoder_only_training_keeps_tokens_and_export_takes_the_new_decoder(tmp
 def test_trainers_take_the_precision_setting_and_check_it_first(tmp_path, capsys):
     tok = tmp_path / "tok"
     # bf16 autocast through the whole tokenizer step, the GAN and R1 included.
-    assert main(["train", "tokenizer", "--config", "tiny", "--steps", "2", "--batch-size", "2",
-                 "--adv-start", "0", "--r1-every", "1", "--log-every", "1", "--precision", "bf16",
-                 "--out", str(tok)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "tokenizer",
+                "--config",
+                "tiny",
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--adv-start",
+                "0",
+                "--r1-every",
+                "1",
+                "--log-every",
+                "1",
+                "--precision",
+                "bf16",
+                "--out",
+                str(tok),
+            ]
+        )
+        == 0
+    )
     records = [json.loads(line) for line in (tok / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     assert len(steps) == 2 and all(math.isfinite(r[k]) for r in steps for k in ("loss", "d_loss"))
     assert records[0]["config"]["precision"] == "bf16"
     for kind, extra in (("tokenizer", []), ("transformer", ["--tokenizer", str(tok)])):
         capsys.readouterr()
-        assert main(["train", kind, "--config", "tiny", "--precision", "fp8", *extra,
-                     "--out", str(tmp_path / kind)]) == 2  # fmt: skip
+        assert (
+            main(
+                [
+                    "train",
+                    kind,
+                    "--config",
+                    "tiny",
+                    "--precision",
+                    "fp8",
+                    *extra,
+                    "--out",
+                    str(tmp_path / kind),
+                ]
+            )
+            == 2
+        )
         assert "precision must be" in capsys.readouterr().err
         assert not (tmp_path / kind / "cache").exists()  # refused before any work
 
@@ -359,6 +617,7 @@ def test_init_is_checked(tmp_path, capsys):
         (["--config", "tiny", "--init", str(tok), "--init-2d", str(tok)], "exclude each other"),
     ):
         capsys.readouterr()
-        assert main(["train", "tokenizer", *args, "--steps", "1", "--out",
-                     str(tmp_path / "x")]) == 2  # fmt: skip
+        assert (
+            main(["train", "tokenizer", *args, "--steps", "1", "--out", str(tmp_path / "x")]) == 2
+        )
         assert message in capsys.readouterr().err

@@ -17,8 +17,9 @@ CONFIG = CONFIGS["tiny"]
 
 
 def _cache(n: int = 6):
-    return build_token_cache(PoolTokenizer(CONFIG), CONFIG, _dataset(n), TASK_CODES, n,
-                             show_progress=False)  # fmt: skip
+    return build_token_cache(
+        PoolTokenizer(CONFIG), CONFIG, _dataset(n), TASK_CODES, n, show_progress=False
+    )
 
 
 def test_tasks_vary_per_example_and_follow_seed_and_step():
@@ -48,8 +49,9 @@ def test_a_training_batch_uses_each_examples_task():
         assert not (seg & ~region).any()  # condition tokens only inside the task's region
         assert torch.equal(ids[row, 2:][seg], cond[seg])
         assert torch.equal(targets[row], cache.tokens[2].flatten().long())
-    again = commit_batch(cache, indices, tasks, CONFIG, torch.Generator().manual_seed(0), 0.0,
-                         "cpu")  # fmt: skip
+    again = commit_batch(
+        cache, indices, tasks, CONFIG, torch.Generator().manual_seed(0), 0.0, "cpu"
+    )
     assert torch.equal(again[0], ids)
 
 
@@ -65,8 +67,10 @@ def test_class_dropout_setting():
 
     uncond = vocab.class_token(None)
     labels = cache.labels.tolist()
-    kept = [vocab.class_token(labels[i]) if t in (cfp, cg) else uncond
-            for i, t in enumerate(tasks.tolist())]  # fmt: skip
+    kept = [
+        vocab.class_token(labels[i]) if t in (cfp, cg) else uncond
+        for i, t in enumerate(tasks.tolist())
+    ]
     assert class_tokens(0.0) == kept  # the official recipe: no dropout
     assert class_tokens(1.0) == [uncond] * 6
 
@@ -79,13 +83,27 @@ def test_weight_decay_only_on_kernels():
     plain = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
     assert decayed | plain == set(names.values()) and not decayed & plain
     assert all(g["weight_decay"] in (0.0, 0.045) for g in groups)
-    assert {"layers.0.attention.query.weight", "layers.1.output.weight",
-            "layers.0.intermediate.weight", "mlm_dense.weight"} <= decayed  # fmt: skip
+    assert {
+        "layers.0.attention.query.weight",
+        "layers.1.output.weight",
+        "layers.0.intermediate.weight",
+        "mlm_dense.weight",
+    } <= decayed
     # Embeddings (the word embedding is also the tied output matrix), norms, biases: no decay.
-    for name in ("word_embeddings.weight", "position_embeddings.weight",
-                 "segment_embeddings.weight", "embeddings_ln.weight", "embeddings_ln.bias",
-                 "mlm_ln.weight", "mlm_bias", "layers.0.attention_ln.weight",
-                 "layers.0.attention.query.bias", "layers.1.output.bias"):  # fmt: skip
+    for name in (
+        "word_embeddings.weight",
+        "position_embeddings.weight",
+        "segment_embeddings.weight",
+        "embeddings_ln.weight",
+        "embeddings_ln.bias",
+        "mlm_ln.weight",
+        "mlm_bias",
+        "layers.0.attention_ln.weight",
+        "layers.0.attention.query.bias",
+        "layers.1.output.bias",
+    ):
         assert name in plain, name
-    assert all(name.endswith(".weight") and "_ln" not in name and "embeddings" not in name
-               for name in decayed)  # fmt: skip
+    assert all(
+        name.endswith(".weight") and "_ln" not in name and "embeddings" not in name
+        for name in decayed
+    )

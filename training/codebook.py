@@ -31,8 +31,9 @@ class CodeRestarts:
         self.last_used = torch.tensor(last_used, dtype=torch.long)
 
     @torch.no_grad()
-    def step(self, step: int, codebook: torch.Tensor, ids: torch.Tensor,
-             features: torch.Tensor) -> int:  # fmt: skip
+    def step(
+        self, step: int, codebook: torch.Tensor, ids: torch.Tensor, features: torch.Tensor
+    ) -> int:
         """Record the ids [B, *grid] used at `step`; at a restart step move the dead codes of
         `codebook` [K, D] onto `features` [B, D, *grid]. Returns how many codes moved."""
         if not self.enabled:

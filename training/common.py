@@ -180,8 +180,9 @@ def load_training_state(
         prefix = f"module/{name}/"
         if not any(k.startswith(prefix) for k in tensors):  # left out of a snapshot: afresh
             continue
-        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items()
-                                if k.startswith(prefix)})  # fmt: skip
+        module.load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
     for name, ema in emas.items():
         prefix = f"ema/{name}/"
         for k, v in ema.shadow.items():

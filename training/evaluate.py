@@ -100,8 +100,9 @@ def _mean_report(sums: dict[str, list[float]], num_clips: int) -> dict:
     return report
 
 
-def _add_reconstruction(sums: dict[str, list[float]], tokenizer: VQTokenizer,
-                        video: torch.Tensor, dtype: torch.dtype) -> None:  # fmt: skip
+def _add_reconstruction(
+    sums: dict[str, list[float]], tokenizer: VQTokenizer, video: torch.Tensor, dtype: torch.dtype
+) -> None:
     device = next(tokenizer.parameters()).device
     x = video.to(device, dtype)
     if tokenizer.cfg.conv_dim == 2:  # an image tokenizer: every frame on its own
@@ -114,8 +115,13 @@ def _add_reconstruction(sums: dict[str, list[float]], tokenizer: VQTokenizer,
 
 
 @torch.no_grad()
-def evaluate_tokenizer(tokenizer: VQTokenizer, dataset, num_clips: int, batch_size: int = 4,
-                       dtype: torch.dtype = torch.float32) -> dict:  # fmt: skip
+def evaluate_tokenizer(
+    tokenizer: VQTokenizer,
+    dataset,
+    num_clips: int,
+    batch_size: int = 4,
+    dtype: torch.dtype = torch.float32,
+) -> dict:
     """Reconstruction metrics of a tokenizer alone (in eval mode) on the first `num_clips` clips
     of `dataset`: the same figures as the "tokenizer" part of `evaluate`, and for scale those
     of `bicubic_baseline` from the token grid's size (`bicubic_HxW`)."""
@@ -132,9 +138,15 @@ def evaluate_tokenizer(tokenizer: VQTokenizer, dataset, num_clips: int, batch_si
 
 
 @torch.no_grad()
-def evaluate(pipe: MagvitPipeline, dataset, num_clips: int, seed: int = 0,
-             options: DecodeOptions = DecodeOptions(), batch_size: int = 4,
-             tasks: Sequence[str] | None = None) -> dict:  # fmt: skip
+def evaluate(
+    pipe: MagvitPipeline,
+    dataset,
+    num_clips: int,
+    seed: int = 0,
+    options: DecodeOptions = DecodeOptions(),
+    batch_size: int = 4,
+    tasks: Sequence[str] | None = None,
+) -> dict:
     """Metrics on the first `num_clips` clips of `dataset` (held-out data), for `tasks` (default:
     every task of the checkpoint). Per task: MSE in the generated region and its baseline's, and
     the whole clip's PSNR without pasting the condition pixels back (as the official evaluation)
@@ -172,24 +184,30 @@ def evaluate(pipe: MagvitPipeline, dataset, num_clips: int, seed: int = 0,
             add(f"{code}/psnr_unpasted", psnr(out, video))
             add(f"{code}/psnr_pasted", psnr(pasted, video))
             baseline = task.condition_video(video, cfg.cond_frames)
-            add(f"{code}/{_baseline_name(code)}_mse", (baseline - video).pow(2)[..., region]
-                .mean().item())  # fmt: skip
+            add(
+                f"{code}/{_baseline_name(code)}_mse",
+                (baseline - video).pow(2)[..., region].mean().item(),
+            )
     return _mean_report(sums, num_clips)
 
 
 @torch.no_grad()
 def task_samples(
-    pipe: MagvitPipeline, video: torch.Tensor, label: int, seed: int = 0,
+    pipe: MagvitPipeline,
+    video: torch.Tensor,
+    label: int,
+    seed: int = 0,
     options: DecodeOptions = DecodeOptions(),
-) -> list[tuple[str, torch.Tensor]]:  # fmt: skip
+) -> list[tuple[str, torch.Tensor]]:
     """One sample per task the model serves, for a picture: the real clip [3, T, H, W], then
     for each task its condition (what the model was given) and its output."""
     cfg = pipe.config
     rows = [(f"real (class {label})", video)]
     for code in cfg.tasks:
         task = get_task(code)
-        out = pipe.generate(code, video[None] if task.needs_video else None, [label], [seed],
-                            options)[0]  # fmt: skip
+        out = pipe.generate(
+            code, video[None] if task.needs_video else None, [label], [seed], options
+        )[0]
         if task.needs_video:
             rows.append((f"{code} input", task.condition_video(video[None], cfg.cond_frames)[0]))
         rows.append((f"{code} output", out))

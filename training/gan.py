@@ -119,8 +119,9 @@ def inflate_discriminator_2d(
             out[name] = w.reshape(want.shape).clone()
         else:
             if w.shape != want.shape:
-                raise ValueError(f"{name}: 2D shape {tuple(w.shape)} does not inflate to "
-                                 f"{tuple(want.shape)}")  # fmt: skip
+                raise ValueError(
+                    f"{name}: 2D shape {tuple(w.shape)} does not inflate to {tuple(want.shape)}"
+                )
             out[name] = w.clone()
     return out
 

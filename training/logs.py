@@ -58,8 +58,9 @@ def save_grid(rows: list[tuple[str, torch.Tensor]], path: Path, frames: int = 8)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(rows), frames, figsize=(frames * 1.2, len(rows) * 1.3),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(rows), frames, figsize=(frames * 1.2, len(rows) * 1.3), squeeze=False
+    )
     for r, (label, video) in enumerate(rows):
         t = video.shape[1]
         for c, i in enumerate(np.linspace(0, t - 1, frames).round().astype(int)):

@@ -50,15 +50,20 @@ def load_weights(module: nn.Module, path: str | Path, what: str) -> None:
     expected = module.state_dict()
     # BatchNorm's step counter plays no part in eval mode; some conversions leave it out.
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    wrong = [f"{k} is {tuple(state[k].shape)}, not {tuple(v.shape)}"
-             for k, v in expected.items() if k in state and state[k].shape != v.shape]  # fmt: skip
+    wrong = [
+        f"{k} is {tuple(state[k].shape)}, not {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or wrong:
         found = ", ".join(list(state)[:3]) or "nothing"
         problems = wrong[:3]
         if missing:
             problems.insert(0, f"{len(missing)} tensors missing ({', '.join(missing[:3])}, ...)")
-        raise ValueError(f"{path} does not hold {what} weights in torchvision's names: "
-                         f"{'; '.join(problems)}; the file has {found}, ...")  # fmt: skip
+        raise ValueError(
+            f"{path} does not hold {what} weights in torchvision's names: "
+            f"{'; '.join(problems)}; the file has {found}, ..."
+        )
     module.load_state_dict({k: state[k] for k in expected if k in state}, strict=False)
 
 
@@ -184,8 +189,9 @@ def make_perceptual_loss(kind: str, weights_path: str | Path | None) -> nn.Modul
     names); None (the loss is off) when no path is given. A path that does not exist or a file
     of other weights is an error, never a silently disabled loss."""
     if kind not in PERCEPTUAL_KINDS:
-        raise ValueError(f"perceptual kind must be one of {', '.join(PERCEPTUAL_KINDS)}, "
-                         f"not {kind!r}")  # fmt: skip
+        raise ValueError(
+            f"perceptual kind must be one of {', '.join(PERCEPTUAL_KINDS)}, not {kind!r}"
+        )
     if not weights_path:
         return None
     if kind == "resnet50":

@@ -108,8 +108,17 @@ def token_dtype(codebook_size: int) -> torch.dtype:
 def _key(tokenizer_dir: Path, data: str, num_clips: int, tasks: tuple[str, ...]) -> str:
     weights = (tokenizer_dir / "tokenizer.safetensors").stat()
     canonical = [code for code in TASK_CODES if code in {t.lower() for t in tasks}]
-    raw = json.dumps([_FORMAT, str(tokenizer_dir.resolve()), weights.st_size,
-                      weights.st_mtime_ns, data, num_clips, canonical])  # fmt: skip
+    raw = json.dumps(
+        [
+            _FORMAT,
+            str(tokenizer_dir.resolve()),
+            weights.st_size,
+            weights.st_mtime_ns,
+            data,
+            num_clips,
+            canonical,
+        ]
+    )
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -142,14 +151,16 @@ def build_token_cache(
     blank = tokenizer.encode(blank_video)[0].to(dtype).cpu()
     plan = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
     bar = tqdm(total=n, desc="caching tokens", disable=not show_progress)
-    for index, (video, batch_labels) in zip(plan, iter_batches(dataset, plan, workers),
-                                            strict=True):  # fmt: skip
+    for index, (video, batch_labels) in zip(
+        plan, iter_batches(dataset, plan, workers), strict=True
+    ):
         video = video.to(device)  # [b, 3, T, H, W]
         b = video.shape[0]
         conds = [task.condition_video(video, config.cond_frames) for task in cond_tasks]
         every = torch.cat([video, *conds])  # [(1 + S) b, 3, T, H, W]
-        ids = torch.cat([tokenizer.encode(chunk).to(dtype).cpu()
-                         for chunk in every.split(batch_size)])  # fmt: skip
+        ids = torch.cat(
+            [tokenizer.encode(chunk).to(dtype).cpu() for chunk in every.split(batch_size)]
+        )
         rows = torch.tensor(index)
         tokens[rows] = ids[:b]
         conditions[rows] = ids[b:].view(len(owners), b, lt, lh, lw).transpose(0, 1)
@@ -176,7 +187,15 @@ def load_or_build(
     cache = build()
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # ranks may build the same cache at once
-    save_file({"tokens": cache.tokens, "conditions": cache.conditions, "blank": cache.blank,
-               "slots": cache.slots, "labels": cache.labels}, str(tmp))  # fmt: skip
+    save_file(
+        {
+            "tokens": cache.tokens,
+            "conditions": cache.conditions,
+            "blank": cache.blank,
+            "slots": cache.slots,
+            "labels": cache.labels,
+        },
+        str(tmp),
+    )
     tmp.replace(path)
     return cache

@@ -99,8 +99,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     ema = EMA(tokenizer, cfg.ema_decay)
     lecam = gan.LeCamEMA()
     restart_every = 0 if cfg.decoder_only else cfg.restart_every  # the codebook is frozen
-    restarts = CodeRestarts(model_cfg.tokenizer.codebook_size, restart_every, cfg.restart_after,
-                            cfg.seed)  # fmt: skip
+    restarts = CodeRestarts(
+        model_cfg.tokenizer.codebook_size, restart_every, cfg.restart_after, cfg.seed
+    )
     from training.perceptual import make_perceptual_loss
 
     perceptual = make_perceptual_loss(cfg.perceptual_kind, cfg.perceptual_weights)
@@ -118,9 +119,14 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
         if info.is_main:
             log.truncate_after(start)
     if info.is_main:
-        notes = {"event": "start", "step": start, "config": dataclasses.asdict(cfg),
-                 "world_size": info.world_size, "gan": use_gan,
-                 "perceptual": perceptual is not None}  # fmt: skip
+        notes = {
+            "event": "start",
+            "step": start,
+            "config": dataclasses.asdict(cfg),
+            "world_size": info.world_size,
+            "gan": use_gan,
+            "perceptual": perceptual is not None,
+        }
         if perceptual is None:
             print("perceptual loss: off (no weights given by --perceptual-weights)")
         log.write(notes)
@@ -129,11 +135,18 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     train_disc = wrap_ddp(disc, info)
     dataset = make_dataset(cfg.data, model_cfg, "train", frame_stride=cfg.frame_stride)
     end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
-    plan = [info.shard(batch_indices(cfg.seed, step, cfg.batch_size, len(dataset)))
-            for step in range(start, end)]  # fmt: skip
+    plan = [
+        info.shard(batch_indices(cfg.seed, step, cfg.batch_size, len(dataset)))
+        for step in range(start, end)
+    ]
     batches = iter_batches(dataset, plan, cfg.workers, pin=info.device.type == "cuda")
-    bar = tqdm(range(start, end), initial=start, total=cfg.steps, desc="tokenizer",
-               disable=not info.is_main)  # fmt: skip
+    bar = tqdm(
+        range(start, end),
+        initial=start,
+        total=cfg.steps,
+        desc="tokenizer",
+        disable=not info.is_main,
+    )
     t0 = time.perf_counter()
     for step, (video, _) in zip(bar, batches, strict=True):
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
@@ -149,11 +162,17 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
             recon = result.reconstruction.float()
             rec_loss = F.mse_loss(recon, video)
             q = result.losses
-            entropy_weight = (model_cfg.tokenizer.entropy_loss_ratio if cfg.entropy_weight is None
-                              else cfg.entropy_weight)  # fmt: skip
+            entropy_weight = (
+                model_cfg.tokenizer.entropy_loss_ratio
+                if cfg.entropy_weight is None
+                else cfg.entropy_weight
+            )
             loss = rec_loss + q["commitment"] + q["codebook"] + entropy_weight * q["entropy"]
-            metrics = {"recon": rec_loss, "quantizer": result.losses["quantizer"],
-                       "entropy": result.losses["entropy"]}  # fmt: skip
+            metrics = {
+                "recon": rec_loss,
+                "quantizer": result.losses["quantizer"],
+                "entropy": result.losses["entropy"],
+            }
             if perceptual is not None:  # per frame; a 2D model's frames are 1-frame clips
                 p = (
                     perceptual(recon.unsqueeze(2), video.unsqueeze(2))
@@ -172,8 +191,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
         opt.step()
-        moved = restarts.step(step, tokenizer.quantizer.codebook.data, result.ids,
-                              result.features)  # fmt: skip
+        moved = restarts.step(step, tokenizer.quantizer.codebook.data, result.ids, result.features)
         ema.decay = _ema_decay(cfg.ema_decay, step)
         ema.update(tokenizer)
 
@@ -188,16 +206,27 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
             # Every rank takes part in the reduction; only the first writes.
             record = {k: float(all_reduce_mean(v.detach(), info)) for k, v in metrics.items()}
         if info.is_main and (step % cfg.log_every == 0 or step == cfg.steps - 1):
-            record.update(step=step, lr=lr, psnr=_psnr(record["recon"]),
-                          seconds=time.perf_counter() - t0)  # fmt: skip
+            record.update(
+                step=step, lr=lr, psnr=_psnr(record["recon"]), seconds=time.perf_counter() - t0
+            )
             log.write(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}", psnr=f"{record['psnr']:.1f}")
         done = step + 1
         final = done == cfg.steps or done == cfg.stop_at
         if (done % cfg.checkpoint_every == 0 or final) and info.is_main:
-            _checkpoint(cfg, out, done, model_cfg, tokenizer, ema, modules, optimizers,
-                        {"lecam": [lecam.real, lecam.fake], "last_used": restarts.state()},
-                        log, video)  # fmt: skip
+            _checkpoint(
+                cfg,
+                out,
+                done,
+                model_cfg,
+                tokenizer,
+                ema,
+                modules,
+                optimizers,
+                {"lecam": [lecam.real, lecam.fake], "last_used": restarts.state()},
+                log,
+                video,
+            )
     return out
 
 
@@ -254,8 +283,11 @@ def _checkpoint(cfg, out, step, model_cfg, tokenizer, ema, modules, optimizers, 
         metadata |= {"init": cfg.init, "decoder_only": cfg.decoder_only}
     save_checkpoint(out, model_cfg, ema.shadow, None, metadata)
     records = [r for r in log.read() if "loss" in r]
-    keys = [k for k in ("recon", "psnr", "codes_used", "quantizer", "d_loss")
-            if any(k in r for r in records)]  # fmt: skip
+    keys = [
+        k
+        for k in ("recon", "psnr", "codes_used", "quantizer", "d_loss")
+        if any(k in r for r in records)
+    ]
     plot_curves(records, keys, out / "curves.png", "tokenizer")
     ema_model = VQTokenizer(model_cfg.tokenizer).to(video.device).eval()
     ema_model.load_state_dict(ema.shadow)

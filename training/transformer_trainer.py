@@ -76,8 +76,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     }
     decay = [p for p in model.parameters() if id(p) in kernels]
     rest = [p for p in model.parameters() if id(p) not in kernels]
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": rest, "weight_decay": 0.0}]  # fmt: skip
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
 def commit_batch(
@@ -96,8 +95,10 @@ def commit_batch(
     idx = torch.tensor(indices)
     tokens = cache.tokens[idx].flatten(1).long()  # [B, N]
     cond_tokens = cache.condition_tokens(idx, tasks).flatten(1)  # [B, N]
-    masks = {t: get_task(TASK_CODES[t]).token_mask(lt, lh, lw, config.cond_latent_frames).flatten()
-             for t in set(tasks.tolist())}  # fmt: skip
+    masks = {
+        t: get_task(TASK_CODES[t]).token_mask(lt, lh, lw, config.cond_latent_frames).flatten()
+        for t in set(tasks.tolist())
+    }
     cond_mask = torch.stack([masks[t] for t in tasks.tolist()])  # [B, N]
     masked = commit_mask(tokens, cond_tokens, cond_mask, vocab.mask_id, generator=generator)
     drop = torch.rand(len(indices), generator=generator) < class_dropout
@@ -132,29 +133,50 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
 
     def build():
         tokenizer = load_tokenizer(tok_ckpt)
-        return build_token_cache(tokenizer, config, dataset, tasks, cfg.cache_clips,
-                                 device=info.device, show_progress=info.is_main,
-                                 workers=cfg.workers)  # fmt: skip
+        return build_token_cache(
+            tokenizer,
+            config,
+            dataset,
+            tasks,
+            cfg.cache_clips,
+            device=info.device,
+            show_progress=info.is_main,
+            workers=cfg.workers,
+        )
 
-    cache = load_or_build(Path(cfg.out) / "cache", Path(cfg.tokenizer), cfg.data, build,
-                          cfg.cache_clips, tasks)  # fmt: skip
+    cache = load_or_build(
+        Path(cfg.out) / "cache", Path(cfg.tokenizer), cfg.data, build, cfg.cache_clips, tasks
+    )
     torch.manual_seed(cfg.seed)
     model = build_transformer(config).to(info.device)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.96))
     ema = EMA(model, cfg.ema_decay)
     start = 0
     if cfg.resume and has_training_state(out):
-        start = load_training_state(out, {"transformer": model}, {"transformer": opt},
-                                    {"transformer": ema})["step"]  # fmt: skip
+        start = load_training_state(
+            out, {"transformer": model}, {"transformer": opt}, {"transformer": ema}
+        )["step"]
         if info.is_main:
             log.truncate_after(start)
     if info.is_main:
-        log.write({"event": "start", "step": start, "config": dataclasses.asdict(cfg),
-                   "world_size": info.world_size, "cached_clips": len(cache)})  # fmt: skip
+        log.write(
+            {
+                "event": "start",
+                "step": start,
+                "config": dataclasses.asdict(cfg),
+                "world_size": info.world_size,
+                "cached_clips": len(cache),
+            }
+        )
     train_model = wrap_ddp(model, info)
     k = config.vocab.codebook_size
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="transformer",
-               disable=not info.is_main)  # fmt: skip
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        desc="transformer",
+        disable=not info.is_main,
+    )
     t0 = time.perf_counter()
     for step in bar:
         if cfg.stop_at is not None and step >= cfg.stop_at:
@@ -179,8 +201,9 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
         ids, segments, targets = torch.stack(ids), torch.stack(segments), torch.stack(targets)
         with autocast:
             logits = train_model(ids, segments)[:, 2:, :k].float()  # [B, N, K]
-            loss = F.cross_entropy(logits.reshape(-1, k), targets.reshape(-1),
-                                   label_smoothing=cfg.label_smoothing)  # fmt: skip
+            loss = F.cross_entropy(
+                logits.reshape(-1, k), targets.reshape(-1), label_smoothing=cfg.label_smoothing
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -192,18 +215,28 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
         if info.is_main and (step % cfg.log_every == 0 or step == cfg.steps - 1):
             masked = ids[:, 2:] != targets
             acc = (logits.argmax(-1) == targets).float()
-            record = {"step": step, "lr": lr, "loss": mean_loss,
-                      "masked_accuracy": float(acc[masked].mean()) if masked.any() else 1.0,
-                      "seconds": time.perf_counter() - t0}  # fmt: skip
+            record = {
+                "step": step,
+                "lr": lr,
+                "loss": mean_loss,
+                "masked_accuracy": float(acc[masked].mean()) if masked.any() else 1.0,
+                "seconds": time.perf_counter() - t0,
+            }
             log.write(record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['masked_accuracy']:.2f}")
         done = step + 1
         final = done == cfg.steps or done == cfg.stop_at
         if (done % cfg.checkpoint_every == 0 or final) and info.is_main:
-            save_training_state(out, done, {"transformer": model}, {"transformer": opt},
-                                {"transformer": ema})  # fmt: skip
-            metadata = {"kind": "magvit", "transformer_steps": done, "data": cfg.data,
-                        "tokenizer": tok_ckpt.metadata, "tasks": list(tasks)}  # fmt: skip
+            save_training_state(
+                out, done, {"transformer": model}, {"transformer": opt}, {"transformer": ema}
+            )
+            metadata = {
+                "kind": "magvit",
+                "transformer_steps": done,
+                "data": cfg.data,
+                "tokenizer": tok_ckpt.metadata,
+                "tasks": list(tasks),
+            }
             save_checkpoint(out, config, tok_ckpt.tokenizer_state, ema.shadow, metadata)
             records = [r for r in log.read() if "loss" in r]
             plot_curves(records, ["loss", "masked_accuracy"], out / "curves.png", "transformer")
@@ -219,7 +252,8 @@ def _samples(out: Path, cfg: TransformerTrainConfig, config) -> None:
     rows = [("input", video)]
     for code in config.tasks:
         task = get_task(code)
-        result = pipe.generate(code, video[None] if task.needs_video else None,
-                               [label], [0], DecodeOptions())  # fmt: skip
+        result = pipe.generate(
+            code, video[None] if task.needs_video else None, [label], [0], DecodeOptions()
+        )
         rows.append((code, result[0]))
     save_grid(rows, out / "samples.png")

@@ -152,17 +152,30 @@ def _launch(
     explicit = block_m is not None or block_n is not None
     tuned = not interpret and not explicit
     args = (
-        q, k, v, out,
+        q,
+        k,
+        v,
+        out,
         mask if mask is not None else q,  # a placeholder pointer, never read
         kv_end if kv_end is not None else q,
         _LOG2E / math.sqrt(d),
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        out.stride(0), out.stride(1), out.stride(2),
+        q.stride(0),
+        q.stride(1),
+        q.stride(2),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        v.stride(0),
+        v.stride(1),
+        v.stride(2),
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
         mask.stride(0) if mask is not None else 0,
-        h, l, d,
-    )  # fmt: skip
+        h,
+        l,
+        d,
+    )
     meta = {
         "HAS_MASK": mask is not None,
         "BLOCK_D": block_d,
@@ -195,8 +208,9 @@ def triton_masked_attention(
     tile sizes (tests use small tiles to cross block edges); by default the GPU autotunes them.
     """
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
-        raise ValueError(f"q, k, v must share one [B, H, L, D] shape, got {q.shape}, {k.shape}, "
-                         f"{v.shape}")  # fmt: skip
+        raise ValueError(
+            f"q, k, v must share one [B, H, L, D] shape, got {q.shape}, {k.shape}, {v.shape}"
+        )
     if q.dtype not in SUPPORTED_DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise ValueError(f"q, k, v must share a dtype among {SUPPORTED_DTYPES}")
     b, h, l, d = q.shape

@@ -216,8 +216,9 @@ def categorical_sampling_step(
     sampled = torch.searchsorted(cdf, (uniform.float() * cdf[:, -1])[:, None], right=True)
     sampled = sampled.squeeze(1).clamp_(max=v - 1)
     if allowed is not None:  # rounding at the very top of the cdf must not pick a banned token
-        sampled = torch.where(allowed.gather(1, sampled[:, None]).squeeze(1), sampled,
-                              scaled.argmax(-1))  # fmt: skip
+        sampled = torch.where(
+            allowed.gather(1, sampled[:, None]).squeeze(1), sampled, scaled.argmax(-1)
+        )
     picked = logits.gather(1, sampled[:, None]).squeeze(1)
     if scaled is logits:  # T = 1, nothing filtered: the cdf's total is the softmax's sum
         log_prob = picked - (top.squeeze(1) + cdf[:, -1].log())
@@ -283,16 +284,32 @@ def fused_sampling_step(
     if not _use_triton(logits):
         if stream is not None:
             gumbel_sample, gumbel_choice = stream.gumbel(v)
-        return sampling_step(logits, tokens, known, temperature, choice_temperature,
-                             gumbel_sample, gumbel_choice, generator, allowed)  # fmt: skip
+        return sampling_step(
+            logits,
+            tokens,
+            known,
+            temperature,
+            choice_temperature,
+            gumbel_sample,
+            gumbel_choice,
+            generator,
+            allowed,
+        )
 
     from models.kernels.sampling_triton import interpreting, triton_sampling_step
 
     if not logits.is_cuda and not interpreting():
         raise RuntimeError("MAGVIT_SAMPLING=triton on CPU tensors needs TRITON_INTERPRET=1")
     if stream is not None and allowed is None:
-        return triton_sampling_step(logits, tokens, known, temperature, choice_temperature,
-                                    seeds=stream.seeds, offsets=stream.offsets)  # fmt: skip
+        return triton_sampling_step(
+            logits,
+            tokens,
+            known,
+            temperature,
+            choice_temperature,
+            seeds=stream.seeds,
+            offsets=stream.offsets,
+        )
     if stream is not None:  # the same numbers, drawn in PyTorch so that they can be filtered
         gumbel_sample, gumbel_choice = stream.gumbel(v)
     if gumbel_sample is None:
@@ -300,5 +317,6 @@ def fused_sampling_step(
     if gumbel_choice is None:
         gumbel_choice = gumbel_noise((n,), generator, logits.device)
     gumbel_sample = restrict_noise(gumbel_sample, allowed)
-    return triton_sampling_step(logits, tokens, known, temperature, choice_temperature,
-                                gumbel_sample, gumbel_choice)  # fmt: skip
+    return triton_sampling_step(
+        logits, tokens, known, temperature, choice_temperature, gumbel_sample, gumbel_choice
+    )

@@ -159,8 +159,23 @@ def triton_sampling_step(
     block_v = triton.next_power_of_2(v)
     t = max(float(temperature), 1e-6)
     _sampling_step_kernel[(n,)](
-        logits, tokens, known8, noise, noise_c, seeds, offsets, ids, log_prob, score,
-        v, logits.stride(0), stride_noise, 1.0 / t, float(choice_temperature),
-        SEEDED=seeded, BLOCK_V=block_v, num_warps=_num_warps(block_v),
-    )  # fmt: skip
+        logits,
+        tokens,
+        known8,
+        noise,
+        noise_c,
+        seeds,
+        offsets,
+        ids,
+        log_prob,
+        score,
+        v,
+        logits.stride(0),
+        stride_noise,
+        1.0 / t,
+        float(choice_temperature),
+        SEEDED=seeded,
+        BLOCK_V=block_v,
+        num_warps=_num_warps(block_v),
+    )
     return ids, log_prob, score

@@ -21,17 +21,32 @@ import yaml
 Manifest = dict[str, Any]
 
 KUSTOMIZATION_FIELDS = {
-    "apiVersion", "kind", "resources", "namespace", "labels", "commonLabels", "patches", "images",
-}  # fmt: skip
+    "apiVersion",
+    "kind",
+    "resources",
+    "namespace",
+    "labels",
+    "commonLabels",
+    "patches",
+    "images",
+}
 LABEL_FIELDS = {"pairs", "includeSelectors"}
 IMAGE_FIELDS = {"name", "newName", "newTag", "digest"}
 # Kinds whose label and namespace handling is implemented below; all of them are namespaced
 # except Namespace itself. ScaledObject (KEDA) is a custom resource: kustomize gives it
 # metadata labels and a namespace, nothing else.
 KINDS = {
-    "Namespace", "ServiceAccount", "ConfigMap", "Secret", "Service", "PersistentVolumeClaim",
-    "Deployment", "StatefulSet", "PodDisruptionBudget", "ScaledObject",
-}  # fmt: skip
+    "Namespace",
+    "ServiceAccount",
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "PersistentVolumeClaim",
+    "Deployment",
+    "StatefulSet",
+    "PodDisruptionBudget",
+    "ScaledObject",
+}
 WORKLOADS = {"Deployment", "StatefulSet"}
 
 # patchMergeKey of the Kubernetes API for the lists that are merged by key, by the field path

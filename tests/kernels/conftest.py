@@ -25,8 +25,10 @@ def interpreter() -> None:
     if interpreting():
         return
     if os.environ["TRITON_INTERPRET"] == "1":
-        pytest.fail("triton was imported before TRITON_INTERPRET=1 was set; run the kernel tests "
-                    "in a process of their own: pytest tests/kernels")  # fmt: skip
+        pytest.fail(
+            "triton was imported before TRITON_INTERPRET=1 was set; run the kernel tests "
+            "in a process of their own: pytest tests/kernels"
+        )
     pytest.skip("TRITON_INTERPRET=0: the interpreter tests are off")
 
 

@@ -55,8 +55,9 @@ def test_sampling_token_for_token(dtype):
 
     # Philox noise on the GPU: the PyTorch reference draws the same numbers.
     stream = PhiloxStream.for_requests([1, 2, 3, 4], num_tokens=n // 4, step=5, device="cuda")
-    got = triton_sampling_step(logits, tokens, known, 0.8, 3.0, seeds=stream.seeds,
-                               offsets=stream.offsets)  # fmt: skip
+    got = triton_sampling_step(
+        logits, tokens, known, 0.8, 3.0, seeds=stream.seeds, offsets=stream.offsets
+    )
     want = sampling_step(logits, tokens, known, 0.8, 3.0, *stream.gumbel(v))
     # tl.log on the GPU may differ from torch.log by an ulp: allow rare near-ties.
     assert (got[0] != want[0]).float().mean().item() < 1e-3

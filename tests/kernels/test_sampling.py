@@ -86,8 +86,9 @@ def test_top_k_top_p_same_on_both_backends(monkeypatch):
     out = {}
     for backend in ("torch", "triton"):
         monkeypatch.setenv("MAGVIT_SAMPLING", backend)
-        out[backend] = fused_sampling_step(logits, tokens, known, 0.8, 1.5, noise, noise_c,
-                                           allowed=allowed)  # fmt: skip
+        out[backend] = fused_sampling_step(
+            logits, tokens, known, 0.8, 1.5, noise, noise_c, allowed=allowed
+        )
     _assert_same_step(out["triton"], out["torch"], known)
     ids = out["triton"][0]
     assert allowed[~known].gather(1, ids[~known, None]).all()
@@ -97,8 +98,9 @@ def test_top_k_top_p_same_on_both_backends(monkeypatch):
     stream = PhiloxStream.for_requests([3], 12, 0)
     for backend in ("torch", "triton"):
         monkeypatch.setenv("MAGVIT_SAMPLING", backend)
-        out[backend] = fused_sampling_step(logits, tokens, known, 0.8, 1.5, stream=stream,
-                                           allowed=allowed)  # fmt: skip
+        out[backend] = fused_sampling_step(
+            logits, tokens, known, 0.8, 1.5, stream=stream, allowed=allowed
+        )
     _assert_same_step(out["triton"], out["torch"], known)
 
 
@@ -133,14 +135,29 @@ def test_stream_does_not_depend_on_batch_mates():
     known = torch.zeros(12, dtype=torch.bool)
     alone = PhiloxStream.for_requests([7], num_tokens=4, step=1)
     together = PhiloxStream.for_requests([3, 7, 9], num_tokens=4, step=1)
-    a = triton_sampling_step(logits[:4], tokens[:4], known[:4], 1.0, 1.0,
-                             seeds=alone.seeds, offsets=alone.offsets)  # fmt: skip
-    b = triton_sampling_step(logits[[4, 5, 6, 7, 0, 1, 2, 3, 8, 9, 10, 11]], tokens, known, 1.0,
-                             1.0, seeds=together.seeds, offsets=together.offsets)  # fmt: skip
+    a = triton_sampling_step(
+        logits[:4], tokens[:4], known[:4], 1.0, 1.0, seeds=alone.seeds, offsets=alone.offsets
+    )
+    b = triton_sampling_step(
+        logits[[4, 5, 6, 7, 0, 1, 2, 3, 8, 9, 10, 11]],
+        tokens,
+        known,
+        1.0,
+        1.0,
+        seeds=together.seeds,
+        offsets=together.offsets,
+    )
     assert torch.equal(a[0], b[0][4:8]) and torch.equal(a[2], b[2][4:8])
     other_step = PhiloxStream.for_requests([7], num_tokens=4, step=2)
-    c = triton_sampling_step(logits[:4], tokens[:4], known[:4], 1.0, 1.0,
-                             seeds=other_step.seeds, offsets=other_step.offsets)  # fmt: skip
+    c = triton_sampling_step(
+        logits[:4],
+        tokens[:4],
+        known[:4],
+        1.0,
+        1.0,
+        seeds=other_step.seeds,
+        offsets=other_step.offsets,
+    )
     assert not torch.equal(a[2], c[2])
 
 
@@ -196,14 +213,23 @@ def test_dispatch(monkeypatch):
     assert torch.equal(a[0], b[0])
 
     with pytest.raises(ValueError, match="not both"):
-        fused_sampling_step(logits, tokens, known, 1.0, 1.0, noise, noise_c,
-                            stream=PhiloxStream.for_requests([0], 8, 0))  # fmt: skip
+        fused_sampling_step(
+            logits,
+            tokens,
+            known,
+            1.0,
+            1.0,
+            noise,
+            noise_c,
+            stream=PhiloxStream.for_requests([0], 8, 0),
+        )
     monkeypatch.setenv("MAGVIT_SAMPLING", "cuda")
     with pytest.raises(ValueError, match="MAGVIT_SAMPLING"):
         fused_sampling_step(logits, tokens, known, 1.0, 1.0, noise, noise_c)
     with pytest.raises(ValueError, match="vocabulary"):
-        triton_sampling_step(torch.zeros(1, MAX_VOCAB + 1), tokens[:1], known[:1], 1.0, 1.0,
-                             noise[:1], noise_c[:1])  # fmt: skip
+        triton_sampling_step(
+            torch.zeros(1, MAX_VOCAB + 1), tokens[:1], known[:1], 1.0, 1.0, noise[:1], noise_c[:1]
+        )
 
 
 def test_remask_lowest_picks_the_least_confident():

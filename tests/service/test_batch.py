@@ -52,9 +52,27 @@ def _manifest(out: Path) -> dict[str, dict]:
 def test_a_folder_of_clips_then_the_same_run_again(keyed, tmp_path, capsys):
     clips = _clips(tmp_path / "in")
     out = tmp_path / "out"
-    args = ["batch", "--server", keyed.url, "--api-key", KEY, "--task", "fp",
-            "--input", str(tmp_path / "in"), "--output", str(out), "--format", "npz",
-            "--steps", "1", "--frames", "12", "--concurrency", "2"]  # fmt: skip
+    args = [
+        "batch",
+        "--server",
+        keyed.url,
+        "--api-key",
+        KEY,
+        "--task",
+        "fp",
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(out),
+        "--format",
+        "npz",
+        "--steps",
+        "1",
+        "--frames",
+        "12",
+        "--concurrency",
+        "2",
+    ]
     assert main(args) == 1  # the text file failed
     err = capsys.readouterr().err
     assert "failed:" in err and "notes.txt" in err and "unsupported_media" in err
@@ -120,8 +138,21 @@ def test_failed_jobs_stay_failed_unless_retried(tiny_checkpoint, tmp_path, capsy
         (tmp_path / "in").mkdir()
         (tmp_path / "in" / "a.mp4").write_bytes(videos.clip("mp4"))
         out = tmp_path / "out"
-        args = ["batch", "--server", srv.url, "--task", "fp", "--input", str(tmp_path / "in"),
-                "--output", str(out), "--steps", "1", "--timeout", "0.5"]  # fmt: skip
+        args = [
+            "batch",
+            "--server",
+            srv.url,
+            "--task",
+            "fp",
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(out),
+            "--steps",
+            "1",
+            "--timeout",
+            "0.5",
+        ]
         assert main(args) == 1
         assert "still queued" in capsys.readouterr().err
         [job] = _manifest(out).values()

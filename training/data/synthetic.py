@@ -35,7 +35,7 @@ PALETTE = np.array(
         [1.0, 0.4, 1.0],
         [0.3, 1.0, 1.0],
         [1.0, 1.0, 1.0],
-    ],  # fmt: skip
+    ],
     dtype=np.float32,
 )
 
