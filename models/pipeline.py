@@ -179,19 +179,21 @@ class MagvitPipeline:
         return cls(config, build_tokenizer(config), build_transformer(config), device, dtype)
 
     # ----------------------------------------------------------------------------------- inputs
-    def task(self, code: str) -> Task:
-        try:
-            task = get_task(code)
-        except KeyError as err:
-            raise InvalidInput(str(err.args[0])) from None
+    def task(self, task: Task | str) -> Task:
+        """A task (or its code, resolved here) that this model was trained for."""
+        if isinstance(task, str):
+            try:
+                task = get_task(task)
+            except KeyError as err:
+                raise InvalidInput(str(err.args[0])) from None
         if task.code not in self.config.tasks:
             raise InvalidInput(f"this model was not trained for task {task.code!r}")
         return task
 
-    def required_frames(self, code: str) -> int:
-        return self.task(code).num_input_frames(self.config.num_frames, self.config.cond_frames)
+    def required_frames(self, task: Task | str) -> int:
+        return self.task(task).num_input_frames(self.config.num_frames, self.config.cond_frames)
 
-    def prepare_video(self, frames: np.ndarray | torch.Tensor, code: str) -> torch.Tensor:
+    def prepare_video(self, frames: np.ndarray | torch.Tensor, task: Task | str) -> torch.Tensor:
         """User frames uint8 [T, H, W, 3] -> the model's clip [3, T, H, W] in [0, 1]: the first
         frames given (callers choose them: frame prediction is given the frames it conditions
         on, by default a clip's last), the shorter side resized to the model's and the rest
@@ -200,10 +202,11 @@ class MagvitPipeline:
         frames = torch.as_tensor(np.asarray(frames))
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise InvalidInput(f"expected frames [T, H, W, 3], got {tuple(frames.shape)}")
-        needed = self.required_frames(code)
+        task = self.task(task)
+        needed = self.required_frames(task)
         if frames.shape[0] < max(needed, 1):
             raise InvalidInput(
-                f"task {code!r} needs at least {max(needed, 1)} frames; the video has "
+                f"task {task.code!r} needs at least {max(needed, 1)} frames; the video has "
                 f"{frames.shape[0]}"
             )
         return fit_clip(frames, self.config.video_shape)
@@ -223,7 +226,7 @@ class MagvitPipeline:
     @torch.no_grad()
     def generate(
         self,
-        code: str,
+        task: Task | str,
         videos: torch.Tensor | None,
         class_ids: Sequence[int | None] | None,
         seeds: Sequence[int],
@@ -232,7 +235,7 @@ class MagvitPipeline:
         paste_condition: bool = True,
     ) -> torch.Tensor:
         """Run a task on a batch; returns videos [B, 3, T, H, W] in [0, 1] (float32, on CPU)."""
-        task = self.task(code)
+        task = self.task(task)
         cfg = self.config
         batch = len(seeds)
         t, h, w = cfg.video_shape
@@ -270,7 +273,7 @@ class MagvitPipeline:
     @torch.no_grad()
     def generate_frames(
         self,
-        code: str,
+        task: Task | str,
         videos: torch.Tensor | None,
         class_ids: Sequence[int | None] | None,
         seeds: Sequence[int],
@@ -285,8 +288,8 @@ class MagvitPipeline:
         counts the steps of every window (num_steps = windows * steps)."""
         cfg = self.config
         if frames is None:
-            return self.generate(code, videos, class_ids, seeds, options, progress, paste_condition)
-        task = self.task(code)
+            return self.generate(task, videos, class_ids, seeds, options, progress, paste_condition)
+        task = self.task(task)
         if not task.conditions_on_frames:
             raise InvalidInput(f"task {task.code!r} makes one window; frames is for fp and cfp")
         t, c = cfg.num_frames, cfg.cond_frames
@@ -304,14 +307,14 @@ class MagvitPipeline:
             )
 
         out = self.generate(
-            code, videos, class_ids, seeds, options, counted(0), paste_condition
+            task, videos, class_ids, seeds, options, counted(0), paste_condition
         )  # [B, 3, T, H, W]
         pieces = [out]
         for window in range(1, windows):
             cond = out[:, :, -c:]  # the last frames generated so far
             video = torch.cat([cond, cond[:, :, -1:].expand(-1, -1, t - c, -1, -1)], 2)
             window_seeds = [window_seed(int(s), window) for s in seeds]
-            out = self.generate(code, video, class_ids, window_seeds, options, counted(window))
+            out = self.generate(task, video, class_ids, window_seeds, options, counted(window))
             pieces.append(out[:, :, c:])
         return torch.cat(pieces, 2)[:, :, :frames]
 

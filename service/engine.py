@@ -19,6 +19,7 @@ import torch
 from models.decoding import StepInfo
 from models.options import DecodeOptions
 from models.pipeline import InvalidInput, MagvitPipeline, precision_dtype, resolve_device
+from models.tasks import TASKS, Task
 
 __all__ = ["Cancelled", "Engine", "EngineRequest", "InvalidInput"]
 
@@ -29,7 +30,7 @@ class Cancelled(Exception):
 
 @dataclass
 class EngineRequest:
-    task: str
+    task: Task  # resolved once, from the job record
     frames: np.ndarray | None  # uint8 [T, H, W, 3]: the upload's frames the task reads
     class_id: int | None
     seed: int
@@ -55,7 +56,7 @@ class Engine:
         self.run(
             [
                 EngineRequest(
-                    "cg" if "cg" in self.config.tasks else self.config.tasks[0],
+                    TASKS["cg" if "cg" in self.config.tasks else self.config.tasks[0]],
                     None
                     if "cg" in self.config.tasks
                     else np.zeros((self.config.num_frames, *self.config.frame_size, 3), np.uint8),
@@ -83,7 +84,7 @@ class Engine:
             videos = None
             if pipe.task(task).needs_video:
                 if any(r.frames is None for r in requests):
-                    raise InvalidInput(f"task {task!r} needs a video")
+                    raise InvalidInput(f"task {task.code!r} needs a video")
                 videos = torch.stack(
                     [pipe.prepare_video(r.frames, task) for r in requests if r.frames is not None]
                 )

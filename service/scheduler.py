@@ -148,11 +148,12 @@ class Scheduler:
         for job in batch:
             data = await asyncio.to_thread(self.queue.get_input, job.id)
             spec = job.spec
+            task = TASKS[spec.task]  # the one lookup: the Task is passed down from here
             try:
                 frames = read_npz(data) if data else None
                 check_request(
                     self._engine().config,
-                    TASKS[spec.task],
+                    task,
                     spec.class_id,
                     None if frames is None else frames.shape[0],
                     spec.frames,
@@ -161,7 +162,7 @@ class Scheduler:
             except (InvalidRequest, MediaError) as err:
                 await self._fail(job, f"invalid input: {err}", ErrorType.INVALID_INPUT)
                 continue
-            runnable.append((job, EngineRequest(spec.task, frames, spec.class_id, spec.seed)))
+            runnable.append((job, EngineRequest(task, frames, spec.class_id, spec.seed)))
         if runnable:
             await self._generate(runnable)
 

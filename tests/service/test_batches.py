@@ -44,7 +44,11 @@ class Picky:
     def run(self, requests, options, on_step=None, preview=False, frames=None):
         from service.engine import InvalidInput
 
+        from models.tasks import Task
+
         self.batches.append(len(requests))
+        # The scheduler resolves the job's task once and hands the engine the Task itself.
+        assert all(isinstance(r.task, Task) for r in requests)
         if any(r.seed == 666 for r in requests):
             raise InvalidInput("seed 666 is refused")
         return self.engine.run(requests, options, on_step, preview, frames)
