@@ -58,7 +58,8 @@ class Scheduler:
         self.wake = asyncio.Event()
         self.stopping = False
         self._tasks: list[asyncio.Task] = []
-        self._running: set[str] = set()
+        self._running: set[str] = set()  # claimed and not yet stored (leases renewed)
+        self._storing: set[asyncio.Task] = set()  # results being encoded and stored
         self._stop_deadline: float | None = None
 
     # ----------------------------------------------------------------------- lifecycle
@@ -84,6 +85,8 @@ class Scheduler:
         deadline = self._stop_deadline or time.monotonic()
         while self._running and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        for store in list(self._storing):  # out of time: what is not stored goes back
+            store.cancel()
         if self._running:
             self.queue.release(sorted(self._running))
         for task in self._tasks:
@@ -127,18 +130,22 @@ class Scheduler:
                 continue
             ids = [j.id for j in batch]
             self._running.update(ids)
+            handed_off: set[str] = set()
             try:
-                await self._run_batch(batch)
+                handed_off = await self._run_batch(batch)
             except Exception:  # never let one batch kill the worker
                 log.exception("batch failed")
                 for job in batch:
                     with contextlib.suppress(Exception):
                         self.queue.fail(job.id, "internal error while generating")
             finally:
-                self._running.difference_update(ids)
+                # Jobs whose results are being stored stay running until they are stored.
+                self._running.difference_update(set(ids) - handed_off)
                 self.live.touch()
 
-    async def _run_batch(self, batch: list[Job]) -> None:
+    async def _run_batch(self, batch: list[Job]) -> set[str]:
+        """Checks and runs a batch; returns the ids of the jobs whose results are being stored
+        in the background (`_store`) while the engine takes the next batch."""
         from service.engine import EngineRequest
 
         now = time.time()
@@ -164,15 +171,16 @@ class Scheduler:
                 continue
             runnable.append((job, EngineRequest(task, frames, spec.class_id, spec.seed)))
         if runnable:
-            await self._generate(runnable)
+            return await self._generate(runnable)
+        return set()
 
     async def _fail(self, job: Job, message: str, error_type: ErrorType) -> None:
         await asyncio.to_thread(self.queue.fail, job.id, message, error_type)
         self.metrics.jobs.labels("failed").inc()
 
-    async def _generate(self, runnable: list[tuple[Job, EngineRequest]]) -> None:
+    async def _generate(self, runnable: list[tuple[Job, EngineRequest]]) -> set[str]:
         """Runs one batch; if the engine rejects it, each job alone, so that only the jobs it
-        rejects fail."""
+        rejects fail. Returns the ids handed to `_store`."""
         from service.engine import Cancelled, InvalidInput
 
         loop = asyncio.get_running_loop()
@@ -181,15 +189,23 @@ class Scheduler:
         options = jobs[0].spec.options
         preview = any(j.spec.preview for j in jobs)
         last_renew = [time.monotonic()]
+        last_report = [0.0]
+        alive = [True]
 
         def on_step(step: int, total: int, previews: list[bytes] | None) -> bool:
             # Runs in the engine thread: record progress, renew leases, honour cancellation.
-            alive = False
+            # The queue is asked at most every progress_interval_s (and at the last step), so
+            # its round trips stay off the model's time.
+            now = time.monotonic()
+            if step < total and now - last_report[0] < self.settings.progress_interval_s:
+                return alive[0]
+            last_report[0] = now
+            alive[0] = False
             for k, job in enumerate(jobs):
                 current = self.queue.get(job.id)
                 if current is None or current.status != "in_progress":
                     continue
-                alive = True
+                alive[0] = True
                 self.queue.set_progress(job.id, step, total)
                 if previews is not None:
                     self.queue.set_preview(job.id, previews[k])
@@ -197,7 +213,7 @@ class Scheduler:
                 self.queue.renew([j.id for j in jobs], self.settings.lease_seconds)
                 last_renew[0] = time.monotonic()
             loop.call_soon_threadsafe(self.live.touch)
-            return alive
+            return alive[0]
 
         self.metrics.batch_size.observe(len(jobs))
         start = time.perf_counter()
@@ -206,24 +222,47 @@ class Scheduler:
                 self._engine().run, requests, options, on_step, preview, jobs[0].spec.frames
             )
         except Cancelled:
-            return
+            return set()
         except InvalidInput as err:
             if len(runnable) > 1:
+                handed: set[str] = set()
                 for one in runnable:
-                    await self._generate([one])
-                return
+                    handed |= await self._generate([one])
+                return handed
             await self._fail(jobs[0], f"invalid input: {err}", ErrorType.INVALID_INPUT)
-            return
+            return set()
         self.metrics.inference.observe(time.perf_counter() - start)
-        for job, video in zip(jobs, videos, strict=True):
-            fmt = job.spec.format
-            t0 = time.perf_counter()
-            data = await asyncio.to_thread(encode_video, video, fmt)
-            self.metrics.encode.observe(time.perf_counter() - t0)
-            await asyncio.to_thread(self.queue.put_result, job.id, data)
-            await asyncio.to_thread(self.queue.complete, job.id, fmt)  # after the result
-            final = self.queue.get(job.id)
-            self.metrics.jobs.labels(final.status if final else "completed").inc()
+        task = asyncio.get_running_loop().create_task(self._store(jobs, videos))
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
+        return {job.id for job in jobs}
+
+    async def _store(self, jobs: list[Job], videos: list) -> None:
+        """Encodes and stores a batch's results (while the engine runs the next batch), then
+        completes the jobs; a job is complete only after its result is stored."""
+        try:
+            for job, video in zip(jobs, videos, strict=True):
+                fmt = job.spec.format
+                t0 = time.perf_counter()
+                data = await asyncio.to_thread(encode_video, video, fmt)
+                self.metrics.encode.observe(time.perf_counter() - t0)
+                await asyncio.to_thread(self.queue.put_result, job.id, data)
+                await asyncio.to_thread(self.queue.complete, job.id, fmt)  # after the result
+                final = await asyncio.to_thread(self.queue.get, job.id)
+                self.metrics.jobs.labels(final.status if final else "completed").inc()
+                self._running.discard(job.id)
+                self.live.touch()
+        except Exception:
+            log.exception("storing results failed")
+            for job in jobs:
+                with contextlib.suppress(Exception):
+                    if job.id in self._running:
+                        await asyncio.to_thread(
+                            self.queue.fail, job.id, "internal error while storing the result"
+                        )
+        finally:
+            self._running.difference_update(job.id for job in jobs)
+            self.live.touch()
 
     # -------------------------------------------------------------------------- janitor
     async def _janitor(self) -> None:

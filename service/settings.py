@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     result_ttl_s: float = Field(86_400.0, gt=0)
     job_max_attempts: int = Field(3, ge=1)
     lease_seconds: float = Field(60.0, gt=0)
+    # How often a running batch records progress and checks for cancellation (the last step
+    # always does): the queue's round trips stay off the model's time.
+    progress_interval_s: float = Field(0.25, ge=0.0, le=10.0)
     drain_timeout_s: float = Field(30.0, ge=0)
     warmup: bool = True
     # The API's address as its clients reach it (https://magvit.example.com): job URLs in
