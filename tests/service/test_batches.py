@@ -42,9 +42,8 @@ class Picky:
         self.batches: list[int] = []
 
     def run(self, requests, options, on_step=None, preview=False, frames=None):
-        from service.engine import InvalidInput
-
         from models.tasks import Task
+        from service.engine import InvalidInput
 
         self.batches.append(len(requests))
         # The scheduler resolves the job's task once and hands the engine the Task itself.
