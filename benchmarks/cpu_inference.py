@@ -7,8 +7,9 @@ Default mode, in one process, the variants alternating (this machine is shared a
 - `fp32_eager`: `MagvitPipeline.from_checkpoint(path, "cpu", torch.float32)`;
 - `default`: `MagvitPipeline.from_checkpoint(path, "cpu")`, what the CLI and the server run
   (bf16 weights and activations where the CPU has native bf16, `models.pipeline.default_dtype`);
-- `default_compiled` (with `--compile`): the default with the transformer under `torch.compile`,
-  its compilation counted separately as `compile_seconds`.
+- `default_compiled` (with `--compile`): the default with `MagvitPipeline.compile()` (the
+  transformer under `torch.compile`, weights frozen), its compilation counted apart as
+  `compile_seconds`.
 Each runs a batch of frame predictions (12 steps). FLOPs are counted once with
 `torch.utils.flop_counter.FlopCounterMode`; GFLOP/s = FLOPs / median seconds; the peaks are the best
 square matmul rates (fp32, bf16) measured in the same run. The time splits into the tokenizer
@@ -89,9 +90,7 @@ def compare(checkpoint: Path | None, batch: int, repeats: int, compile_: bool) -
     }
     compile_seconds = None
     if compile_:
-        compiled = MagvitPipeline.from_checkpoint(checkpoint, "cpu")
-        compiled.transformer = torch.compile(compiled.transformer)  # type: ignore[assignment]
-        pipes["default_compiled"] = compiled
+        pipes["default_compiled"] = MagvitPipeline.from_checkpoint(checkpoint, "cpu").compile()
     cfg = pipes["default"].config
     t, h, w = cfg.video_shape
     videos = torch.rand(batch, 3, t, h, w, generator=torch.Generator().manual_seed(0))

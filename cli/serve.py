@@ -25,6 +25,11 @@ def add_parser(sub) -> None:
         default=None,
         help="sqlite:///PATH (default: in --data-dir) or redis://HOST:PORT/DB",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the transformer at start-up (MAGVIT_COMPILE; slower start)",
+    )
     p.add_argument("--workers", type=int, default=None, help="1: the model here; 0: API only")
     p.add_argument("--data-dir", type=Path, default=None, help="jobs, inputs and results")
     p.set_defaults(run=run)
@@ -44,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint": args.checkpoint,
         "device": args.device,
         "precision": args.precision,
+        "compile": True if args.compile else None,
         "queue_url": args.queue,
         "workers": args.workers,
         "data_dir": args.data_dir,

@@ -45,27 +45,29 @@ class Engine:
         self.pipeline = pipeline
         self.config = pipeline.config
         self._lock = threading.Lock()  # one batch at a time per device
+        self.compiled = False
 
     @classmethod
-    def load(cls, checkpoint: Path | None, device: str, precision: str = "auto") -> Engine:
+    def load(
+        cls, checkpoint: Path | None, device: str, precision: str = "auto", compile: bool = False
+    ) -> Engine:
         dtype = precision_dtype(precision, resolve_device(device))
-        return cls(MagvitPipeline.from_checkpoint(checkpoint, device, dtype))
+        pipeline = MagvitPipeline.from_checkpoint(checkpoint, device, dtype)
+        engine = cls(pipeline.compile() if compile else pipeline)
+        engine.compiled = compile
+        return engine
 
     def warmup(self) -> None:
-        """One short generation, so the first request does not pay for lazy initialisation."""
-        self.run(
-            [
-                EngineRequest(
-                    TASKS["cg" if "cg" in self.config.tasks else self.config.tasks[0]],
-                    None
-                    if "cg" in self.config.tasks
-                    else np.zeros((self.config.num_frames, *self.config.frame_size, 3), np.uint8),
-                    0,
-                    0,
-                )
-            ],
-            DecodeOptions(steps=1),
-        )
+        """One short generation, so the first request does not pay for lazy initialisation; a
+        compiled engine also runs a batch of two, so that both of its graphs (batch 1, any
+        other batch) are compiled before the first request."""
+        code = "cg" if "cg" in self.config.tasks else self.config.tasks[0]
+        frames = None
+        if code != "cg":
+            frames = np.zeros((self.config.num_frames, *self.config.frame_size, 3), np.uint8)
+        for batch in (1, 2) if self.compiled else (1,):
+            request = EngineRequest(TASKS[code], frames, 0, 0)
+            self.run([request] * batch, DecodeOptions(steps=1))
 
     def run(
         self,

@@ -50,7 +50,9 @@ async def load_engine(settings: Settings) -> Engine:
     from service.engine import Engine
 
     checkpoint = settings.checkpoint or default_checkpoint_dir()
-    engine = await asyncio.to_thread(Engine.load, checkpoint, settings.device, settings.precision)
+    engine = await asyncio.to_thread(
+        Engine.load, checkpoint, settings.device, settings.precision, settings.compile
+    )
     if settings.warmup:
         await asyncio.to_thread(engine.warmup)
     return engine

@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")
     # auto: fp16 on CUDA, bf16 on a CPU with native bf16, else fp32 (models.pipeline)
     precision: str = Field("auto", pattern="^(auto|fp32|bf16|fp16)$")
+    # torch.compile the transformer at start-up (its compilation is part of the warm-up).
+    compile: bool = False
     # sqlite:///PATH (default: <data_dir>/jobs.sqlite3) or redis://HOST:PORT/DB (many machines)
     queue_url: str | None = Field(None, pattern=r"^(sqlite:///.+|rediss?://.+|unix://.+)$")
     # Refuse to start on a queue that would lose accepted jobs on a restart (else: a warning).
