@@ -240,18 +240,23 @@ class Scheduler:
     async def _store(self, jobs: list[Job], videos: list) -> None:
         """Encodes and stores a batch's results (while the engine runs the next batch), then
         completes the jobs; a job is complete only after its result is stored."""
+
+        async def one(job: Job, video) -> None:
+            fmt = job.spec.format
+            t0 = time.perf_counter()
+            data = await asyncio.to_thread(encode_video, video, fmt)
+            self.metrics.encode.observe(time.perf_counter() - t0)
+            await asyncio.to_thread(self.queue.put_result, job.id, data)
+            await asyncio.to_thread(self.queue.complete, job.id, fmt)  # after the result
+            final = await asyncio.to_thread(self.queue.get, job.id)
+            self.metrics.jobs.labels(final.status if final else "completed").inc()
+            self._running.discard(job.id)
+            self.live.touch()
+
         try:
-            for job, video in zip(jobs, videos, strict=True):
-                fmt = job.spec.format
-                t0 = time.perf_counter()
-                data = await asyncio.to_thread(encode_video, video, fmt)
-                self.metrics.encode.observe(time.perf_counter() - t0)
-                await asyncio.to_thread(self.queue.put_result, job.id, data)
-                await asyncio.to_thread(self.queue.complete, job.id, fmt)  # after the result
-                final = await asyncio.to_thread(self.queue.get, job.id)
-                self.metrics.jobs.labels(final.status if final else "completed").inc()
-                self._running.discard(job.id)
-                self.live.touch()
+            # All of a batch at once: its clients get their answers together, and come back
+            # together for the next batch.
+            await asyncio.gather(*(one(j, v) for j, v in zip(jobs, videos, strict=True)))
         except Exception:
             log.exception("storing results failed")
             for job in jobs:
