@@ -183,13 +183,15 @@ class Job:
     def seconds_queued(self) -> float | None:
         if self.started_at is None:
             return None
-        return (self.started_at - self.created_at).total_seconds()
+        # The two times come from different clocks' readings (the API and a worker), each
+        # rounded: a job claimed at once can read a few milliseconds below zero.
+        return max(0.0, (self.started_at - self.created_at).total_seconds())
 
     @property
     def seconds_running(self) -> float | None:
         if self.started_at is None or self.finished_at is None:
             return None
-        return (self.finished_at - self.started_at).total_seconds()
+        return max(0.0, (self.finished_at - self.started_at).total_seconds())
 
 
 @dataclass(frozen=True)
