@@ -97,7 +97,7 @@ TASKS: dict[str, Task] = {
         Task(
             "fp",
             "frame prediction",
-            "Predict the future from the first frames.",
+            "Predict what happens next, from the clip's last frames.",
             Region.FIRST_FRAMES,
             "edge",
             needs_video=True,
