@@ -187,3 +187,40 @@ def test_generate_start_out_of_range(tmp_path, capsys):
     ]
     assert main(args) == 2
     assert "--start must be in [0, 9]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_generate_runs_in_the_precision_asked_for(tmp_path, precision, monkeypatch):
+    import torch
+
+    import models.pipeline
+
+    seen = []
+    real = models.pipeline.MagvitPipeline.random_init
+
+    def spy(*args, **kwargs):
+        pipe = real(*args, **kwargs)
+        seen.append(pipe.dtype)
+        return pipe
+
+    monkeypatch.setattr(models.pipeline.MagvitPipeline, "random_init", spy)
+    out = tmp_path / "cg.npz"
+    args = [
+        "generate",
+        "cg",
+        "--class-id",
+        "1",
+        "--output",
+        str(out),
+        "--steps",
+        "1",
+        "--config",
+        "tiny",
+        "--random-init",
+        "--precision",
+        precision,
+    ]
+    assert main(args) == 0 and out.is_file()
+    assert seen == [{"fp32": torch.float32, "bf16": torch.bfloat16}[precision]]
+    with pytest.raises(SystemExit):  # argparse refuses what is not a precision
+        main(["generate", "cg", "--output", str(out), "--precision", "fp8"])

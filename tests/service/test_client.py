@@ -153,3 +153,27 @@ def test_the_client_loads_neither_torch_nor_fastapi():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_durations_never_read_below_zero():
+    from service.client import Job
+
+    body = {
+        "id": "j",
+        "url": "/v1/jobs/j",
+        "task": "cg",
+        "status": "completed",
+        "progress": 100.0,
+        "attempts": 1,
+        "created_at": "2026-12-02T10:00:00.003Z",
+        "started_at": "2026-12-02T10:00:00.001Z",
+        "finished_at": "2026-12-02T10:00:02.001Z",
+        "error": None,
+        "error_type": None,
+        "seed": 1,
+        "format": "mp4",
+        "result_url": None,
+    }
+    job = Job.from_json(body)
+    assert job.seconds_queued == 0.0  # claimed at once, the readings 2 ms apart the other way
+    assert job.seconds_running == pytest.approx(2.0)

@@ -96,3 +96,32 @@ def test_progress_reaches_the_queue_at_most_every_interval(tiny_checkpoint, tmp_
         assert calls == [(1, 6), (6, 6)]
     finally:
         srv.stop()
+
+
+def test_a_batch_is_encoded_all_at_once(tiny_checkpoint, tmp_path, monkeypatch):
+    import service.scheduler
+
+    real_encode = service.scheduler.encode_video
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def slow_encode(video, fmt):
+        start = time.monotonic()
+        time.sleep(0.5)
+        out = real_encode(video, fmt)
+        with lock:
+            spans.append((start, time.monotonic()))
+        return out
+
+    monkeypatch.setattr(service.scheduler, "encode_video", slow_encode)
+    srv = Server(make_settings(tiny_checkpoint, tmp_path, max_batch_size=4, max_wait_ms=500))
+    srv.start()
+    try:
+        st = srv.app.state.magvit
+        ids = [st.queue.enqueue(spec(seed=i, format="npz"))[0].id for i in range(3)]
+        st.scheduler.notify()
+        assert [j.status for j in _wait(st.queue, ids)] == ["completed"] * 3
+        # The three encodings overlap: each started before any of them had finished.
+        assert len(spans) == 3 and max(s for s, _ in spans) < min(e for _, e in spans)
+    finally:
+        srv.stop()
