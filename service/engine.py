@@ -41,11 +41,11 @@ StepCallback = Callable[[int, int, list[bytes] | None], bool]
 
 
 class Engine:
-    def __init__(self, pipeline: MagvitPipeline) -> None:
+    def __init__(self, pipeline: MagvitPipeline, compiled: bool = False) -> None:
         self.pipeline = pipeline
         self.config = pipeline.config
         self._lock = threading.Lock()  # one batch at a time per device
-        self.compiled = False
+        self.compiled = compiled  # the transformer is under torch.compile (warm-up: both graphs)
 
     @classmethod
     def load(
@@ -53,9 +53,7 @@ class Engine:
     ) -> Engine:
         dtype = precision_dtype(precision, resolve_device(device))
         pipeline = MagvitPipeline.from_checkpoint(checkpoint, device, dtype)
-        engine = cls(pipeline.compile() if compile else pipeline)
-        engine.compiled = compile
-        return engine
+        return cls(pipeline.compile() if compile else pipeline, compiled=compile)
 
     def warmup(self) -> None:
         """One short generation, so the first request does not pay for lazy initialisation; a
