@@ -10,7 +10,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MAGVIT_", extra="ignore")
+    # An empty variable means the default, so that compose files can pass `${MAGVIT_X:-}` through.
+    model_config = SettingsConfigDict(env_prefix="MAGVIT_", extra="ignore", env_ignore_empty=True)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -389,10 +389,11 @@ def test_overlays_validate_strictly_against_the_kubernetes_schemas(name):
         assert validate_manifest(doc) == expected, doc["kind"]
 
 
-def test_the_secret_template_validates_and_stays_out_of_every_kustomization():
-    (secret,) = kustomize.load_documents(K8S / "base" / "secret.example.yaml")
-    assert validate_manifest(secret) == "schema"
-    assert all("REPLACE" in value for value in secret["stringData"].values())
+def test_the_secret_templates_validate_and_stay_out_of_every_kustomization():
+    secret, webhooks = kustomize.load_documents(K8S / "base" / "secret.example.yaml")
+    for template in (secret, webhooks):
+        assert validate_manifest(template) == "schema"
+        assert all("REPLACE" in value for value in template["stringData"].values())
     for kust in K8S.rglob("kustomization.yaml"):
         assert "secret.example.yaml" not in yaml.safe_load(kust.read_text())["resources"]
     for name in OVERLAYS:
@@ -404,6 +405,18 @@ def test_the_secret_template_validates_and_stays_out_of_every_kustomization():
         assert keys["optional"] is (name == "cpu-dev")  # production refuses to start without
         # Workers serve no requests: they never see the keys.
         assert all(e["name"] != "MAGVIT_API_KEYS" for e in container(objects, WORKER)["env"])
+        # Both deliver webhooks, signed with the optional Secret: without it webhooks stay off
+        # (MAGVIT_WEBHOOK_HOSTS is empty in every overlay), and nothing refuses to start.
+        assert config(objects)["MAGVIT_WEBHOOK_HOSTS"] == ""
+        for app in (API, WORKER):
+            env = container(objects, app)["env"]
+            (ref,) = [
+                e["valueFrom"]["secretKeyRef"] for e in env if e["name"] == "MAGVIT_WEBHOOK_SECRET"
+            ]
+            assert (
+                ref["name"] == webhooks["metadata"]["name"] and ref["key"] in webhooks["stringData"]
+            )
+            assert ref["optional"] is True
 
 
 def test_validation_is_strict_and_checks_custom_resources_by_structure():
@@ -704,6 +717,17 @@ def test_compose_api_and_worker_conventions():
     port = flag(worker["command"], "--metrics-port")
     assert test[0] == "CMD" and test[-3:] == [healthcheck_path(), "/metrics", port]
     assert seconds(worker["healthcheck"]["start_period"]) >= 300
+    # Webhook settings pass through from the shell to both, empty (the default: off) unless set.
+    names = ("MAGVIT_WEBHOOK_HOSTS", "MAGVIT_WEBHOOK_SECRET", "MAGVIT_PUBLIC_URL")
+    for svc in (api, worker):
+        for name in names:
+            assert svc["environment"][name] == f"${{{name}:-}}"
+    with pytest.MonkeyPatch.context() as mp:
+        for name in names:
+            mp.setenv(name, "")
+        settings = Settings()
+    assert settings.webhook_hosts == [] and settings.webhook_secret is None
+    assert settings.public_url is None
 
 
 def test_compose_prometheus_is_optional_and_scrapes_api_and_workers():
