@@ -40,9 +40,11 @@ class VectorQuantizer(nn.Module):
 
     def _distances(self, flat: torch.Tensor) -> torch.Tensor:
         """Squared Euclidean distances [N, K] from flat features [N, D] to every code, in fp32
-        whatever the weights' precision, so that the nearest code does not depend on it."""
-        e = self.codebook.float()
-        return flat.pow(2).sum(1, keepdim=True) - 2 * flat @ e.t() + e.pow(2).sum(1)[None, :]
+        whatever the weights' precision and outside any autocast, so that the nearest code does
+        not depend on them."""
+        with torch.autocast(flat.device.type, enabled=False):
+            flat, e = flat.float(), self.codebook.float()
+            return flat.pow(2).sum(1, keepdim=True) - 2 * flat @ e.t() + e.pow(2).sum(1)[None, :]
 
     @staticmethod
     def _flatten(z: torch.Tensor) -> torch.Tensor:

@@ -112,3 +112,46 @@ def test_load_or_build_writes_once_and_reads_back(tmp_path):
     assert again.tasks == ("fp", "opc")
     load_or_build(tmp_path / "cache", tok_dir, "synthetic", build, 3, ("fp",))
     assert len(calls) == 2  # another subset is another cache
+
+
+def test_a_bf16_cache_is_another_cache_and_agrees_with_fp32(tmp_path):
+    """bf16 autocast changes a few ids, so it is keyed apart; the code search stays fp32, so
+    nearly all ids agree with an fp32 encode of the same clips (a real tokenizer, random
+    weights)."""
+    from models.pipeline import build_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(CONFIG)
+    data = _dataset(4)
+    caches = {
+        p: build_token_cache(tokenizer, CONFIG, data, ("fp",), 4, show_progress=False, precision=p)
+        for p in ("fp32", "bf16")
+    }
+    agree = (caches["fp32"].tokens == caches["bf16"].tokens).float().mean().item()
+    assert agree >= 0.9, agree
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    (tok_dir / "tokenizer.safetensors").write_bytes(b"weights")
+    built: list[str] = []
+    for p in ("fp32", "bf16", "fp32"):
+        load_or_build(
+            tmp_path / "cache",
+            tok_dir,
+            "synthetic",
+            lambda p=p: built.append(p) or caches[p],
+            4,
+            ("fp",),
+            p,
+        )
+    assert built == ["fp32", "bf16"]
+
+
+def test_code_search_ignores_autocast():
+    from models.pipeline import build_tokenizer
+
+    torch.manual_seed(0)
+    quantizer = build_tokenizer(CONFIG).quantizer
+    z = torch.randn(2, CONFIG.tokenizer.embedding_dim, 2, 3, 3)
+    with torch.autocast("cpu", torch.bfloat16):
+        inside = quantizer.nearest(z)
+    assert torch.equal(inside, quantizer.nearest(z))

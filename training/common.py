@@ -89,13 +89,21 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world, torch.device(device))
 
 
-def autocast_for(device: torch.device, precision: str = "auto"):
-    """Mixed precision for a training step: "auto" is bf16 on CUDA and fp32 elsewhere; "bf16"
-    asks for bf16 autocast on any device (on a CPU with AVX-512 BF16 the default preset's
-    tokenizer steps run 1.9x faster, `benchmarks/train_step.py`)."""
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """ "bf16" or "fp32": what a training setting means on `device` ("auto" is bf16 on CUDA and
+    fp32 elsewhere)."""
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
-    enabled = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def autocast_for(device: torch.device, precision: str = "auto"):
+    """Mixed precision for a training step (`resolve_precision`); "bf16" asks for bf16 autocast
+    on any device (on a CPU with AVX-512 BF16 the default preset's tokenizer steps run 1.9x
+    faster, `benchmarks/train_step.py`)."""
+    enabled = resolve_precision(device, precision) == "bf16"
     return torch.autocast(device.type, torch.bfloat16, enabled=enabled)
 
 

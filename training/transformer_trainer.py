@@ -37,6 +37,7 @@ from training.common import (
     init_distributed,
     load_training_state,
     lr_at,
+    resolve_precision,
     save_training_state,
     wrap_ddp,
 )
@@ -142,10 +143,18 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
             device=info.device,
             show_progress=info.is_main,
             workers=cfg.workers,
+            precision=precision,
         )
 
+    precision = resolve_precision(info.device, cfg.precision)
     cache = load_or_build(
-        Path(cfg.out) / "cache", Path(cfg.tokenizer), cfg.data, build, cfg.cache_clips, tasks
+        Path(cfg.out) / "cache",
+        Path(cfg.tokenizer),
+        cfg.data,
+        build,
+        cfg.cache_clips,
+        tasks,
+        precision,
     )
     torch.manual_seed(cfg.seed)
     model = build_transformer(config).to(info.device)
