@@ -70,8 +70,7 @@ def tokenizer_only(pipe: MagvitPipeline, videos: torch.Tensor) -> Callable[[], o
 
     def run() -> object:
         with torch.inference_mode():
-            tokens = pipe.tokenizer.encode(videos.to(pipe.dtype))
-            return pipe.decode_tokens(tokens)
+            return pipe.decode_tokens(pipe.encode(videos))
 
     return run
 
