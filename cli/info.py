@@ -28,6 +28,7 @@ def describe_checkpoint(directory) -> dict:
         "frame_size": list(cfg.frame_size),
         "tokens": list(cfg.token_shape),
         "frame_stride": cfg.frame_stride,
+        "frame_rate": cfg.frame_rate,
         "tasks": list(cfg.tasks),
         "classes": [cfg.class_name(i) for i in range(cfg.num_classes)],
     }

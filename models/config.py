@@ -82,10 +82,16 @@ class ModelConfig:
     # Frames of the source footage between two frames of a training clip (24 fps film, 2: a clip
     # runs at 12 fps); recorded so users know at what frame rate the model expects motion.
     frame_stride: int = 1
+    # Frames per second of a training clip (the footage's rate / frame_stride: 12 for that film),
+    # the rate at which the model learnt motion; None when unknown (synthetic data). The service
+    # and the CLI sample a user's video at about this rate and play results back at it.
+    frame_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.class_names and len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        if self.frame_rate is not None and not self.frame_rate > 0:
+            raise ValueError(f"frame_rate must be positive, not {self.frame_rate}")
 
     def class_name(self, class_id: int) -> str:
         return self.class_names[class_id] if self.class_names else f"class {class_id}"

@@ -434,6 +434,8 @@ def test_a_transformer_trained_on_a_folder_records_its_class_names(film: Path, t
     config, _ = read_config(out)
     assert config.class_names == names and config.frame_stride == 2
     assert config.class_name(3) == "scene 3"
+    # 8 fps footage at stride 2: the model learnt motion at 4 fps.
+    assert config.frame_rate == FPS / 2
 
 
 def test_a_snapshot_is_small_and_resumes_at_its_step(film: Path, tmp_path: Path):

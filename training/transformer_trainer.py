@@ -128,7 +128,11 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
     names = tuple(getattr(dataset, "class_names", ()))
     if len(names) == config.num_classes:
         config = dataclasses.replace(config, class_names=names)
-    config = dataclasses.replace(config, frame_stride=getattr(dataset, "frame_stride", 1))
+    config = dataclasses.replace(
+        config,
+        frame_stride=getattr(dataset, "frame_stride", 1),
+        frame_rate=getattr(dataset, "frame_rate", None),
+    )
     out = Path(cfg.out)
     log = MetricsLog(out / "metrics.jsonl")
 

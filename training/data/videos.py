@@ -172,6 +172,14 @@ class VideoWindows(torch.utils.data.Dataset):
             raise NoWindows(f"no {split} windows of {self.span} frames under {root}", self.stats)
         self.table = table  # [n, 3]: video, start frame, label
 
+    @property
+    def frame_rate(self) -> float | None:
+        """Frames per second of a window (the median source rate / the stride): the rate at
+        which a model trained on these windows learns motion."""
+        if not self.fps:
+            return None
+        return round(float(np.median(self.fps)) / self.frame_stride, 3)
+
     # ----------------------------------------------------------------------------- layout
     def _scan(self) -> tuple[list[Path], list[int], tuple[str, ...]]:
         root = self.root
