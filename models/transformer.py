@@ -91,6 +91,14 @@ class BidirectionalTransformer(nn.Module):
         self.mlm_bias = nn.Parameter(torch.zeros(vocab_size))
         self.apply(self._init)
 
+    def set_attention_dropout(self, p: float) -> None:
+        """Dropout on the attention probabilities in training (by default the hidden `dropout`);
+        0 keeps training on the fused attention kernels."""
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"attention dropout must be in [0, 1), not {p}")
+        for layer in self.layers:
+            layer.attention.attention_dropout = p
+
     @staticmethod
     def _init(module: nn.Module) -> None:
         # BERT's truncated-normal(0.02) initialisation.

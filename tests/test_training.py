@@ -621,3 +621,24 @@ def test_init_is_checked(tmp_path, capsys):
             main(["train", "tokenizer", *args, "--steps", "1", "--out", str(tmp_path / "x")]) == 2
         )
         assert message in capsys.readouterr().err
+
+
+def test_transformer_attention_dropout_is_a_training_setting(tmp_path, tiny_tokenizer):
+    """`--attention-dropout 0` trains without dropout on the attention probabilities (the
+    model's hidden dropout stays) and the checkpoint says so; the model config is unchanged."""
+    from models.checkpoint import load_checkpoint
+
+    out = train_transformer(
+        TransformerTrainConfig(
+            config="tiny",
+            tokenizer=str(tiny_tokenizer),
+            batch_size=2,
+            cache_clips=4,
+            steps=1,
+            attention_dropout=0.0,
+            out=str(tmp_path / "m"),
+        )
+    )
+    ckpt = load_checkpoint(out)
+    assert ckpt.metadata["attention_dropout"] == 0.0
+    assert ckpt.config.transformer == CONFIGS["tiny"].transformer

@@ -3,6 +3,7 @@ eval."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.config import TransformerConfig
@@ -45,3 +46,24 @@ def test_gelu_is_the_tanh_form_but_in_bf16_on_the_cpu():
     xb = x.bfloat16()
     assert torch.equal(_gelu(xb), F.gelu(xb))  # the erf form: PyTorch's bf16 tanh is slow
     assert (_gelu(xb).float() - F.gelu(x, approximate="tanh")).abs().max() < 0.04
+
+
+def test_attention_dropout_can_be_set_apart_from_the_hidden_dropout():
+    from models.config import CONFIGS
+    from models.pipeline import build_transformer
+
+    model = build_transformer(CONFIGS["tiny"]).train()
+    assert {layer.attention.attention_dropout for layer in model.layers} == {
+        CONFIGS["tiny"].transformer.dropout
+    }
+    model.set_attention_dropout(0.0)
+    assert {layer.attention.attention_dropout for layer in model.layers} == {0.0}
+    att = model.layers[0].attention
+    x = torch.randn(2, 5, att.query.in_features)
+    torch.manual_seed(1)
+    a = att(x, None)
+    torch.manual_seed(2)
+    assert torch.equal(a, att(x, None))  # in training, and nothing is dropped
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError):
+            model.set_attention_dropout(bad)

@@ -162,6 +162,8 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
     )
     torch.manual_seed(cfg.seed)
     model = build_transformer(config).to(info.device)
+    if cfg.attention_dropout is not None:
+        model.set_attention_dropout(cfg.attention_dropout)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.96))
     ema = EMA(model, cfg.ema_decay)
     start = 0
@@ -249,6 +251,11 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
                 "data": cfg.data,
                 "tokenizer": tok_ckpt.metadata,
                 "tasks": list(tasks),
+                "attention_dropout": (
+                    config.transformer.dropout
+                    if cfg.attention_dropout is None
+                    else cfg.attention_dropout
+                ),
             }
             save_checkpoint(out, config, tok_ckpt.tokenizer_state, ema.shadow, metadata)
             records = [r for r in log.read() if "loss" in r]
