@@ -8,12 +8,14 @@ from media.decode import (
     frame_step,
     read_video,
 )
-from media.encode import FORMATS, encode_video, write_video
+from media.encode import FORMATS, MAX_FPS, MIN_FPS, encode_video, playable_fps, write_video
 from media.errors import BeyondFrameLimit, DecodeTimeout, MediaError, NotAVideo, VideoTooLarge
 
 __all__ = [
     "FORMATS",
+    "MAX_FPS",
     "MAX_STEP",
+    "MIN_FPS",
     "BeyondFrameLimit",
     "DecodeLimits",
     "DecodeTimeout",
@@ -24,6 +26,7 @@ __all__ = [
     "decode_video",
     "encode_video",
     "frame_step",
+    "playable_fps",
     "read_video",
     "write_video",
 ]

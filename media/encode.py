@@ -19,13 +19,21 @@ _CODECS = {
 }
 FORMATS: dict[str, str] = {fmt: spec[3] for fmt, spec in _CODECS.items()}
 FORMATS["npz"] = "application/x-npz"
+# The frame rates videos are written at. A rate from a container's header (hostile or broken) is
+# brought inside by `playable_fps`; GIF goes no faster (its delays are hundredths of a second).
+MIN_FPS, MAX_FPS = 0.5, 60.0
+
+
+def playable_fps(fps: float) -> float:
+    """`fps` within [MIN_FPS, MAX_FPS]."""
+    return min(max(fps, MIN_FPS), MAX_FPS)
 
 
 def encode_video(frames: np.ndarray, fmt: str = "mp4", fps: float = 8) -> bytes:
-    """The frames as a video of format `fmt`, played at `fps` frames per second (any positive
-    rate: 14.985, a 29.97 fps clip read at a step of 2, is kept as 15000/1001)."""
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, not {fps}")
+    """The frames as a video of format `fmt`, played at `fps` frames per second, any rate in
+    [MIN_FPS, MAX_FPS] (14.985, a 29.97 fps clip read at a step of 2, is kept as 15000/1001)."""
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise ValueError(f"fps must be in [{MIN_FPS:g}, {MAX_FPS:g}], not {fps}")
     frames = np.asarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected frames [T, H, W, 3], got {frames.shape}")

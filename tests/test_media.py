@@ -9,7 +9,9 @@ import pytest
 
 import media.decode
 from media import (
+    MAX_FPS,
     MAX_STEP,
+    MIN_FPS,
     BeyondFrameLimit,
     DecodeLimits,
     NotAVideo,
@@ -17,6 +19,7 @@ from media import (
     decode_video,
     encode_video,
     frame_step,
+    playable_fps,
     read_video,
     write_video,
 )
@@ -248,9 +251,13 @@ def test_an_npz_video_at_a_step(tmp_path):
     assert auto.step == 1 and auto.sampled_fps == 12 and auto.frames.shape[0] == 9
 
 
-def test_encoded_at_any_positive_rate():
+def test_encoded_at_any_playable_rate():
     frames = videos.moving_bar(6)
     assert decode_video(encode_video(frames, "mp4", 30000 / 1001 / 2)).fps == 15000 / 1001
     assert decode_video(encode_video(frames, "webm", 6.25)).fps == 6.25
-    with pytest.raises(ValueError):
-        encode_video(frames, "mp4", 0)
+    for rate in (0, 0.1, 120):  # outside what every format plays
+        with pytest.raises(ValueError, match="fps"):
+            encode_video(frames, "gif", rate)
+    assert playable_fps(1000) == MAX_FPS and playable_fps(0.001) == MIN_FPS
+    assert playable_fps(14.985) == 14.985
+    assert decode_video(encode_video(frames, "gif", MAX_FPS)).frames.shape[0] == 6
