@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         if args.start is not None and (args.start < 0 or not task.conditions_on_frames):
             raise CliError("--start is a frame index (at least 0) for fp and cfp")
         _check_rates(args, task)
-        video, step, fps = None, None, pipe.config.playback_rate
+        video, step, fps = None, None, playable_fps(pipe.config.playback_rate)
         if task.needs_video:
             if args.input is None:
                 raise CliError(f"task {args.task!r} needs --input")

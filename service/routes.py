@@ -269,7 +269,7 @@ async def _submit(
     if await _q(st.queue.depth) >= st.settings.max_queue:  # before any decoding
         raise ApiError(429, "the queue is full; retry later", headers=RETRY)
     job_id = uuid.uuid4().hex
-    frame_step, frame_rate = None, st.config.playback_rate
+    frame_step, frame_rate = None, playable_fps(st.config.playback_rate)
     if upload is not None:
         decoded = await _decode(request, upload, task, form.start, form.frame_step)
         frame_step, frame_rate = decoded.step, playable_fps(decoded.sampled_fps)
