@@ -33,6 +33,13 @@ FIELDS: tuple[tuple[str, str, type, str], ...] = (
     ("--class-id", "class_id", int, "class (cfp)"),
     ("--frames", "frames", int, "fp, cfp: frames to make, by sliding the model's window"),
     ("--start", "start", int, "fp, cfp: the first condition frame (default: the clip's last)"),
+    (
+        "--frame-step",
+        "frame_step",
+        int,
+        "read one frame of each video in this many (default: the server's choice, from the "
+        "model's frame rate)",
+    ),
     ("--temperature", "temperature", float, "sampling temperature"),
     ("--choice-temperature", "choice_temperature", float, "re-masking noise"),
     ("--schedule", "schedule", str, "mask schedule: cosine, exp, linear, log, uniform or powP"),
@@ -41,6 +48,9 @@ FIELDS: tuple[tuple[str, str, type, str], ...] = (
     ("--top-p", "top_p", float, "nucleus sampling mass"),
     ("--webhook", "webhook", str, "a URL the server POSTs each job's final state to"),
 )
+
+# Fields added since the first manifests: in the Idempotency-Keys only when given.
+LATER_FIELDS = ("frame_step",)
 
 
 def add_parser(sub) -> None:
@@ -124,7 +134,10 @@ def _inputs(paths: list[Path], output: Path) -> list[Path]:
 
 
 def _key(content_digest: str, task: str, fields: dict[str, Any], attempt: int) -> str:
-    """The Idempotency-Key of an input's job: sha256 of its content and the parameters."""
+    """The Idempotency-Key of an input's job: sha256 of its content and the parameters. Fields
+    added since the manifests of earlier versions count only when given, so that their keys
+    stay the same."""
+    fields = {k: v for k, v in fields.items() if v is not None or k not in LATER_FIELDS}
     h = hashlib.sha256()
     h.update(json.dumps({"task": task, "fields": fields}, sort_keys=True).encode())
     h.update(bytes.fromhex(content_digest))

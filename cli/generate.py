@@ -1,5 +1,7 @@
 """`magvit generate TASK --input VIDEO --output OUT`: run one task on one video. Frame prediction
-continues the input (from its last frames, or --start), for --frames frames."""
+continues the input (from its last frames, or --start), for --frames frames. The input is read at
+about the model's frame rate (one frame in --frame-step), and the result written at the rate
+read."""
 
 from __future__ import annotations
 
@@ -60,7 +62,20 @@ def add_parser(sub) -> None:
         help="fp, cfp: the first condition frame of the input (default: its last "
         "frames, so that the prediction continues the clip)",
     )
-    p.add_argument("--fps", type=int, default=8, help="frame rate of the output")
+    p.add_argument(
+        "--frame-step",
+        type=int,
+        default=None,
+        help="read one frame of the input in this many (default: the step that brings its frame "
+        "rate nearest the model's; 1 when the model's is unknown)",
+    )
+    p.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="frame rate of the output (default: the rate the input was read at, its own over "
+        "the step; without an input the model's, or 8)",
+    )
     p.add_argument("--no-paste", action="store_true", help="do not paste condition pixels back")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", type=Path, help="checkpoint directory (default: shipped)")
@@ -111,25 +126,44 @@ def decode_options(args: argparse.Namespace):
 
 
 def _input_frames(args: argparse.Namespace, pipe, task):
-    """The input's frames the task reads: frame prediction (fp, cfp) its condition, from
-    --start or the clip's last frames; other tasks its first frames."""
+    """The input's frames the task reads (a DecodedVideo): frame prediction (fp, cfp) its
+    condition, from --start or the clip's last frames; other tasks its first frames. One
+    frame in --frame-step, by default the step of the model's frame rate."""
     from media import read_video
 
+    rate = pipe.config.frame_rate
     if not task.conditions_on_frames:
-        return read_video(args.input, max_frames=pipe.config.num_frames).frames
+        return read_video(
+            args.input, max_frames=pipe.config.num_frames, step=args.frame_step, rate=rate
+        )
     count = pipe.config.cond_frames
-    decoded = read_video(args.input, max_frames=count, start=args.start)
+    decoded = read_video(
+        args.input, max_frames=count, start=args.start, step=args.frame_step, rate=rate
+    )
     if decoded.frames.shape[0] < count and args.start is not None:
-        last = (decoded.length or 0) - count
-        raise CliError(f"--start must be in [0, {last}]: the input has {decoded.length} frames")
-    return decoded.frames
+        last = (decoded.length or 0) - (count - 1) * decoded.step - 1
+        at = f" at a frame step of {decoded.step}" if decoded.step > 1 else ""
+        raise CliError(
+            f"--start must be in [0, {last}]: the input has {decoded.length} frames and the "
+            f"condition takes {count}{at}"
+        )
+    return decoded
+
+
+def _check_rates(args: argparse.Namespace, task) -> None:
+    from media import MAX_FPS, MAX_STEP, MIN_FPS
+
+    if args.frame_step is not None and not (task.needs_video and 1 <= args.frame_step <= MAX_STEP):
+        raise CliError(f"--frame-step is a step in [1, {MAX_STEP}] for tasks on a video")
+    if args.fps is not None and not MIN_FPS <= args.fps <= MAX_FPS:
+        raise CliError(f"--fps must be in [{MIN_FPS:g}, {MAX_FPS:g}]")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from media import FORMATS, MediaError, write_video
+    from media import FORMATS, MediaError, playable_fps, write_video
     from models.pipeline import InvalidInput, window_count
 
     fmt = args.output.suffix.lower().lstrip(".")
@@ -144,13 +178,16 @@ def run(args: argparse.Namespace) -> int:
         task = pipe.task(args.task)
         if args.start is not None and (args.start < 0 or not task.conditions_on_frames):
             raise CliError("--start is a frame index (at least 0) for fp and cfp")
-        video = None
+        _check_rates(args, task)
+        video, step, fps = None, None, playable_fps(pipe.config.playback_rate)
         if task.needs_video:
             if args.input is None:
                 raise CliError(f"task {args.task!r} needs --input")
             if not args.input.is_file():
                 raise CliError(f"input not found: {args.input}")
-            video = pipe.prepare_video(_input_frames(args, pipe, task), args.task)[None]
+            decoded = _input_frames(args, pipe, task)
+            step, fps = decoded.step, playable_fps(decoded.sampled_fps)
+            video = pipe.prepare_video(decoded.frames, args.task)[None]
         total = options.steps * (window_count(pipe.config, args.frames) if args.frames else 1)
         with tqdm(total=total, desc=f"{args.task} decoding", unit="step") as bar:
             out = pipe.generate_frames(
@@ -168,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
     except torch.cuda.OutOfMemoryError:
         raise CliError("out of GPU memory") from None
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    write_video(args.output, pipe.video_to_uint8(out)[0], fps=args.fps)
-    print(f"wrote {args.output}")
+    fps = args.fps if args.fps is not None else fps
+    write_video(args.output, pipe.video_to_uint8(out)[0], fps=fps)
+    read = f", the input read one frame in {step}" if step is not None else ""
+    print(f"wrote {args.output} ({fps:g} fps{read})")
     return 0

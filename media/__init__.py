@@ -1,11 +1,22 @@
 """Video decoding and encoding with PyAV, shared by the service, the trainer and the CLI."""
 
-from media.decode import DecodedVideo, DecodeLimits, decode_video, read_video
-from media.encode import FORMATS, encode_video, write_video
-from media.errors import DecodeTimeout, MediaError, NotAVideo, VideoTooLarge
+from media.decode import (
+    MAX_STEP,
+    DecodedVideo,
+    DecodeLimits,
+    decode_video,
+    frame_step,
+    read_video,
+)
+from media.encode import FORMATS, MAX_FPS, MIN_FPS, encode_video, playable_fps, write_video
+from media.errors import BeyondFrameLimit, DecodeTimeout, MediaError, NotAVideo, VideoTooLarge
 
 __all__ = [
     "FORMATS",
+    "MAX_FPS",
+    "MAX_STEP",
+    "MIN_FPS",
+    "BeyondFrameLimit",
     "DecodeLimits",
     "DecodeTimeout",
     "DecodedVideo",
@@ -14,6 +25,8 @@ __all__ = [
     "VideoTooLarge",
     "decode_video",
     "encode_video",
+    "frame_step",
+    "playable_fps",
     "read_video",
     "write_video",
 ]

@@ -19,9 +19,21 @@ _CODECS = {
 }
 FORMATS: dict[str, str] = {fmt: spec[3] for fmt, spec in _CODECS.items()}
 FORMATS["npz"] = "application/x-npz"
+# The frame rates videos are written at. A rate from a container's header (hostile or broken) is
+# brought inside by `playable_fps`; GIF goes no faster (its delays are hundredths of a second).
+MIN_FPS, MAX_FPS = 0.5, 60.0
 
 
-def encode_video(frames: np.ndarray, fmt: str = "mp4", fps: int = 8) -> bytes:
+def playable_fps(fps: float) -> float:
+    """`fps` within [MIN_FPS, MAX_FPS]."""
+    return min(max(fps, MIN_FPS), MAX_FPS)
+
+
+def encode_video(frames: np.ndarray, fmt: str = "mp4", fps: float = 8) -> bytes:
+    """The frames as a video of format `fmt`, played at `fps` frames per second, any rate in
+    [MIN_FPS, MAX_FPS] (14.985, a 29.97 fps clip read at a step of 2, is kept as 15000/1001)."""
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise ValueError(f"fps must be in [{MIN_FPS:g}, {MAX_FPS:g}], not {fps}")
     frames = np.asarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected frames [T, H, W, 3], got {frames.shape}")
@@ -36,7 +48,7 @@ def encode_video(frames: np.ndarray, fmt: str = "mp4", fps: int = 8) -> bytes:
         frames = np.pad(frames, pad, mode="edge")
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=container_fmt) as out:
-        stream = out.add_stream(codec, rate=Fraction(fps))
+        stream = out.add_stream(codec, rate=_rate(fps))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = pix_fmt
         if codec == "libx264":
@@ -49,7 +61,12 @@ def encode_video(frames: np.ndarray, fmt: str = "mp4", fps: int = 8) -> bytes:
     return buf.getvalue()
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: int = 8) -> Path:
+def _rate(fps: float) -> Fraction:
+    """`fps` as a fraction of a small denominator (NTSC rates are n / 1001)."""
+    return Fraction(fps).limit_denominator(1001)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 8) -> Path:
     """Write frames to `path`, the format chosen by its extension."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")

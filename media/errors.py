@@ -15,3 +15,12 @@ class VideoTooLarge(MediaError):
 
 class DecodeTimeout(MediaError):
     """Decoding took longer than its wall-time limit."""
+
+
+class BeyondFrameLimit(VideoTooLarge):
+    """Frames asked for lie past the frames decoded at most; `last_start`: the last first frame
+    that would not."""
+
+    def __init__(self, message: str, last_start: int) -> None:
+        super().__init__(message)
+        self.last_start = last_start

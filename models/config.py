@@ -14,6 +14,9 @@ from typing import Any
 
 from models.tasks import TASK_CODES
 
+# Frames per second a generated video plays at when its model's frame_rate is unknown.
+DEFAULT_FRAME_RATE = 8.0
+
 
 @dataclass(frozen=True)
 class TokenizerConfig:
@@ -92,6 +95,12 @@ class ModelConfig:
             raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
         if self.frame_rate is not None and not self.frame_rate > 0:
             raise ValueError(f"frame_rate must be positive, not {self.frame_rate}")
+
+    @property
+    def playback_rate(self) -> float:
+        """Frames per second a video generated from no input plays at: the model's rate, or
+        DEFAULT_FRAME_RATE when it is unknown."""
+        return self.frame_rate or DEFAULT_FRAME_RATE
 
     def class_name(self, class_id: int) -> str:
         return self.class_names[class_id] if self.class_names else f"class {class_id}"

@@ -135,6 +135,14 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _int(value: str | int | None) -> int | None:
+    return int(value) if value is not None and value != "" else None
+
+
+def _float(value: str | float | None) -> float | None:
+    return float(value) if value is not None and value != "" else None
+
+
 @dataclass(frozen=True)
 class Job:
     """A job as `GET /v1/jobs/{id}` answers it."""
@@ -153,6 +161,10 @@ class Job:
     seed: int
     format: str
     result_url: str | None
+    # One frame of the upload in `frame_step` went to the model (None: no upload); the result
+    # plays at `frame_rate` frames per second (None: a server that does not say).
+    frame_step: int | None = None
+    frame_rate: float | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Job:
@@ -173,6 +185,8 @@ class Job:
             seed=int(data["seed"]),
             format=data["format"],
             result_url=data.get("result_url"),
+            frame_step=_int(data.get("frame_step")),
+            frame_rate=_float(data.get("frame_rate")),
         )
 
     @property
@@ -223,6 +237,8 @@ class Result:
     media_type: str
     job_id: str
     seed: int | None
+    frame_step: int | None = None  # as `Job`'s, from the X-Frame-Step header
+    frame_rate: float | None = None  # from X-Frame-Rate
 
 
 class Submitted(NamedTuple):
@@ -345,9 +361,13 @@ class Client:
     def result(self, job_id: str) -> Result:
         """A completed job's video (Conflict while it is not completed)."""
         r = self._send("GET", f"/v1/jobs/{job_id}/result")
-        seed = r.headers.get("x-seed")
         return Result(
-            r.content, r.headers.get("content-type", ""), job_id, int(seed) if seed else None
+            r.content,
+            r.headers.get("content-type", ""),
+            job_id,
+            _int(r.headers.get("x-seed")),
+            _int(r.headers.get("x-frame-step")),
+            _float(r.headers.get("x-frame-rate")),
         )
 
     def events(self, job_id: str, read_timeout: float = 60.0) -> Iterator[JobEvent]:

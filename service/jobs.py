@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from models.config import DEFAULT_FRAME_RATE
 from models.options import DecodeOptions
 
 STATUSES = ("queued", "in_progress", "completed", "failed", "cancelled")
@@ -64,6 +65,12 @@ class JobSpec:
     frames: int | None = None
     # Where the job's final state is POSTed (service/webhooks.py); checked at submission.
     webhook: str | None = None
+    # The upload was read one frame in `frame_step` (the model's frame rate, or the request's
+    # `frame_step`); None: no upload.
+    frame_step: int | None = None
+    # Frames per second the result is written at: the upload's rate over the step, or the
+    # model's rate for tasks without a video (records stored before it: 8).
+    frame_rate: float = DEFAULT_FRAME_RATE
 
     @property
     def batch_key(self) -> str:
@@ -95,6 +102,8 @@ class JobSpec:
             fingerprint=data.get("fingerprint", ""),
             frames=data.get("frames"),
             webhook=data.get("webhook"),
+            frame_step=data.get("frame_step"),
+            frame_rate=float(data.get("frame_rate", DEFAULT_FRAME_RATE)),
         )
 
 

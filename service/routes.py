@@ -17,13 +17,23 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from media import FORMATS, DecodeLimits, DecodeTimeout, MediaError, VideoTooLarge, decode_video
+from media import (
+    FORMATS,
+    MAX_STEP,
+    BeyondFrameLimit,
+    DecodedVideo,
+    DecodeLimits,
+    DecodeTimeout,
+    MediaError,
+    VideoTooLarge,
+    decode_video,
+    playable_fps,
+)
 from media.npz import write_npz
 from models.options import DecodeOptions
 from models.tasks import TASK_CODES, TASKS, Task
@@ -76,6 +86,7 @@ class GenerationForm:
     options: DecodeOptions
     frames: int | None = None  # the length of the video (fp, cfp); None: the model's window
     start: int | None = None  # the first condition frame (fp, cfp); None: the clip's last
+    frame_step: int | None = None  # one frame of the upload in how many; None: the model's rate
 
     def digest(self, task: Task, preview: bool, upload: bytes | None, **more: Any) -> str:
         """What makes two requests the same request (for idempotency keys). Fields added since
@@ -84,7 +95,8 @@ class GenerationForm:
         h = hashlib.sha256()
         fields: list[Any] = [task.code, self.seed, self.class_id, self.format, preview]
         fields.append(dataclasses.asdict(self.options))
-        later = {"frames": self.frames, "start": self.start} | more
+        later = {"frames": self.frames, "start": self.start, "frame_step": self.frame_step}
+        later |= more
         fields += [[name, value] for name, value in later.items() if value is not None]
         h.update(json.dumps(fields, sort_keys=True).encode())
         h.update(hashlib.sha256(upload).digest() if upload is not None else b"-")
@@ -116,17 +128,33 @@ Start = Annotated[
         description="fp, cfp: the first frame of the condition (default: the clip's last frames)",
     ),
 ]
+FrameStep = Annotated[
+    int | None,
+    Form(
+        ge=1,
+        le=MAX_STEP,
+        description="tasks on a video: read one frame of the upload in this many (default: the "
+        "step that brings the upload's frame rate nearest the model's, 1 when the model's is "
+        "unknown)",
+    ),
+]
 CLASS_FIELDS = ("guidance_scale", "class_id")
 FRAME_FIELDS = ("frames", "start")
+VIDEO_FIELDS = ("frame_step",)
 
 
 def generation_form(
-    max_steps: int, max_frames: int, with_class: bool = True, with_frames: bool = True
+    max_steps: int,
+    max_frames: int,
+    with_class: bool = True,
+    with_frames: bool = True,
+    with_video: bool = True,
 ):
     """The form dependency, with `steps` and `frames` bounded by the server's maxima (also in
     OpenAPI); `class_id` and `guidance_scale` only where the task takes a class, `frames` and
-    `start` only where it predicts frames. The fields are defined once, here: each dependency
-    takes those of its task (FastAPI reads them from its signature)."""
+    `start` only where it predicts frames, `frame_step` only where it reads a video. The fields
+    are defined once, here: each dependency takes those of its task (FastAPI reads them from its
+    signature)."""
     default_steps = min(12, max_steps)
     Steps = Annotated[int, Form(ge=1, le=max_steps, description="decoding steps")]
     Frames = Annotated[
@@ -151,8 +179,13 @@ def generation_form(
         ("top_p", TopP, None),
         ("frames", Frames, None),
         ("start", Start, None),
+        ("frame_step", FrameStep, None),
     ]
-    dropped = (() if with_class else CLASS_FIELDS) + (() if with_frames else FRAME_FIELDS)
+    dropped = (
+        (() if with_class else CLASS_FIELDS)
+        + (() if with_frames else FRAME_FIELDS)
+        + (() if with_video else VIDEO_FIELDS)
+    )
     taken = [(name, kind, default) for name, kind, default in fields if name not in dropped]
     defaults = {name: default for name, _, default in fields}
 
@@ -168,7 +201,13 @@ def generation_form(
             top_p=v["top_p"],
         )
         return GenerationForm(
-            v["seed"], v["class_id"], v["format"], options, v["frames"], v["start"]
+            v["seed"],
+            v["class_id"],
+            v["format"],
+            options,
+            v["frames"],
+            v["start"],
+            v["frame_step"],
         )
 
     parse.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -214,6 +253,7 @@ async def _submit(
             form.frames,
             form.start,
             st.settings.max_output_frames,
+            form.frame_step,
         )
     except InvalidRequest as err:
         raise ApiError(err.status, str(err)) from None
@@ -229,9 +269,11 @@ async def _submit(
     if await _q(st.queue.depth) >= st.settings.max_queue:  # before any decoding
         raise ApiError(429, "the queue is full; retry later", headers=RETRY)
     job_id = uuid.uuid4().hex
+    frame_step, frame_rate = None, playable_fps(st.config.playback_rate)
     if upload is not None:
-        frames = await _decode(request, upload, task, form.start)
-        await _q(st.queue.put_input, job_id, write_npz(frames))
+        decoded = await _decode(request, upload, task, form.start, form.frame_step)
+        frame_step, frame_rate = decoded.step, playable_fps(decoded.sampled_fps)
+        await _q(st.queue.put_input, job_id, write_npz(decoded.frames))
     spec = JobSpec(
         task=task.code,
         seed=form.seed if form.seed is not None else uuid.uuid4().int % 2**31,
@@ -243,6 +285,8 @@ async def _submit(
         fingerprint=fingerprint,
         frames=form.frames,
         webhook=webhook,
+        frame_step=frame_step,
+        frame_rate=frame_rate,
     )
     created = False
     try:
@@ -264,9 +308,13 @@ def _conflict() -> ApiError:
     return ApiError(422, "this Idempotency-Key was used for a different request")
 
 
-async def _decode(request: Request, data: bytes, task: Task, start: int | None) -> np.ndarray:
+async def _decode(
+    request: Request, data: bytes, task: Task, start: int | None, step: int | None
+) -> DecodedVideo:
     """The frames of the upload that the task reads, checked: frame prediction (fp, cfp) its
-    condition, from `start` or the clip's last frames; other tasks its first frames."""
+    condition, from `start` or the clip's last frames; other tasks its first frames. One frame
+    in `step`, by default the step that brings the upload's declared rate nearest the
+    model's (`media.frame_step`)."""
     st = state(request)
     s = st.settings
     config = st.config
@@ -281,15 +329,17 @@ async def _decode(request: Request, data: bytes, task: Task, start: int | None) 
         count, first = config.cond_frames, start  # None: the last frames
     else:
         count, first = config.num_frames, 0
-    if first is not None and first + count > limits.max_frames:
-        raise ApiError(
-            422,
-            f"start must be at most {limits.max_frames - count}: frames past the first "
-            f"{limits.max_frames} are not decoded",
-        )
     begin = time.perf_counter()
     try:
-        decoded = await run_in_threadpool(decode_video, data, limits, count, first)
+        decoded = await run_in_threadpool(
+            decode_video, data, limits, count, first, step, config.frame_rate
+        )
+    except BeyondFrameLimit as err:  # only frames from a `start` can lie past the limit
+        raise ApiError(
+            422,
+            f"start must be at most {err.last_start}: frames past the first "
+            f"{limits.max_frames} are not decoded",
+        ) from None
     except VideoTooLarge as err:
         raise ApiError(413, str(err)) from None
     except DecodeTimeout as err:
@@ -301,11 +351,11 @@ async def _decode(request: Request, data: bytes, task: Task, start: int | None) 
     kept = decoded.frames.shape[0]
     try:
         if start is not None:
-            check_start(config, task, start, kept, decoded.length)
-        check_frames(config, task, kept)
+            check_start(config, task, start, kept, decoded.length, decoded.step)
+        check_frames(config, task, kept, decoded.step, decoded.length)
     except InvalidRequest as err:
         raise ApiError(err.status, str(err)) from None
-    return decoded.frames
+    return decoded
 
 
 def _job_out(request: Request, job: Job) -> JobOut:
@@ -328,6 +378,9 @@ async def _result(request: Request, job: Job) -> Response:
     if job.started_at and job.finished_at:
         headers["X-Queue-Wait-Seconds"] = f"{job.started_at - job.created_at:.3f}"
         headers["X-Inference-Seconds"] = f"{job.finished_at - job.started_at:.3f}"
+    headers["X-Frame-Rate"] = f"{job.spec.frame_rate:g}"
+    if job.spec.frame_step is not None:
+        headers["X-Frame-Step"] = str(job.spec.frame_step)
     return Response(data, media_type=FORMATS[job.result_format or job.spec.format], headers=headers)
 
 
@@ -621,7 +674,9 @@ def install(app: FastAPI, max_steps: int, max_frames: int) -> None:
     """Authentication is the middleware's (before any body is read), not the routes'."""
     for code in TASK_CODES:
         task = TASKS[code]
-        form = generation_form(max_steps, max_frames, task.needs_class, task.conditions_on_frames)
+        form = generation_form(
+            max_steps, max_frames, task.needs_class, task.conditions_on_frames, task.needs_video
+        )
         app.include_router(task_router(task, form))
     app.include_router(jobs_router(generation_form(max_steps, max_frames)))
     app.include_router(tasks_meta)

@@ -244,7 +244,7 @@ class Scheduler:
         async def one(job: Job, video) -> None:
             fmt = job.spec.format
             t0 = time.perf_counter()
-            data = await asyncio.to_thread(encode_video, video, fmt)
+            data = await asyncio.to_thread(encode_video, video, fmt, job.spec.frame_rate)
             self.metrics.encode.observe(time.perf_counter() - t0)
             await asyncio.to_thread(self.queue.put_result, job.id, data)
             await asyncio.to_thread(self.queue.complete, job.id, fmt)  # after the result

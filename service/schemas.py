@@ -31,6 +31,10 @@ class JobOut(BaseModel):
     seed: int
     format: str
     result_url: str | None
+    # One frame of the upload in `frame_step` went to the model (null: no upload); the result
+    # plays at `frame_rate` frames per second.
+    frame_step: int | None
+    frame_rate: float
 
     @classmethod
     def from_job(cls, job: Job, url: str) -> JobOut:
@@ -49,6 +53,8 @@ class JobOut(BaseModel):
             seed=job.spec.seed,
             format=job.spec.format,
             result_url=f"{url}/result" if job.status == "completed" else None,
+            frame_step=job.spec.frame_step,
+            frame_rate=job.spec.frame_rate,
         )
 
 
@@ -79,6 +85,9 @@ class TaskList(BaseModel):
     class_names: list[str]  # what each class id means (index = class id)
     cond_frames: int
     max_frames: int  # the most `frames` this server makes
+    # The frames per second the model learnt motion at (uploads are read at about this rate);
+    # null when unknown.
+    frame_rate: float | None
 
     @classmethod
     def build(cls, config: ModelConfig, max_frames: int) -> TaskList:
@@ -103,4 +112,5 @@ class TaskList(BaseModel):
             class_names=[config.class_name(i) for i in range(config.num_classes)],
             cond_frames=config.cond_frames,
             max_frames=max_frames,
+            frame_rate=config.frame_rate,
         )

@@ -41,6 +41,7 @@ def check_fields(
     frames: int | None = None,
     start: int | None = None,
     max_frames: int = MAX_FRAMES,
+    frame_step: int | None = None,
 ) -> None:
     """Everything but the upload's frame count (known once it is decoded)."""
     if task.code not in config.tasks:
@@ -57,6 +58,8 @@ def check_fields(
         raise InvalidRequest(f"start is for frame prediction (fp, cfp), not {task.code!r}")
     if start is not None and start < 0:
         raise InvalidRequest("start must be at least 0")
+    if frame_step is not None and not task.needs_video:
+        raise InvalidRequest(f"frame_step is for tasks on a video, not {task.code!r}")
     if frames is not None:
         check_length(config, task, frames, max_frames)
 
@@ -73,26 +76,48 @@ def check_length(config: ModelConfig, task: Task, frames: int, max_frames: int) 
         raise InvalidRequest(f"this model's window ({t} frames, {c} conditioning) cannot slide")
 
 
-def check_frames(config: ModelConfig, task: Task, frames: int) -> None:
-    """The upload has enough frames for the task."""
-    needed = max(task.num_input_frames(config.num_frames, config.cond_frames), 1)
+def _needed(config: ModelConfig, task: Task) -> int:
+    return max(task.num_input_frames(config.num_frames, config.cond_frames), 1)
+
+
+def _at_step(step: int) -> str:
+    return f" at a frame step of {step}" if step > 1 else ""
+
+
+def _span(needed: int, step: int) -> int:
+    """Frames of a video from the first of `needed` frames at `step` to the last."""
+    return (needed - 1) * step + 1
+
+
+def check_frames(
+    config: ModelConfig, task: Task, frames: int, step: int = 1, length: int | None = None
+) -> None:
+    """The upload has enough frames for the task (`frames`: those kept, one in `step`, of a
+    video of `length` frames when known)."""
+    needed = _needed(config, task)
     if frames < needed:
+        has = length if step > 1 and length is not None else frames
         raise InvalidRequest(
-            f"task {task.code!r} needs at least {needed} frames; the video has {frames}"
+            f"task {task.code!r} needs at least {_span(needed, step)} frames{_at_step(step)}; "
+            f"the video has {has}"
         )
 
 
-def check_start(config: ModelConfig, task: Task, start: int, kept: int, length: int | None) -> None:
-    """The condition frames from `start` were all in the video (`kept` of them were decoded;
-    `length`: the video's frame count, known when decoding reached its end)."""
-    needed = max(task.num_input_frames(config.num_frames, config.cond_frames), 1)
+def check_start(
+    config: ModelConfig, task: Task, start: int, kept: int, length: int | None, step: int = 1
+) -> None:
+    """The condition frames from `start` (`start`, `start + step`, ...) were all in the video
+    (`kept` of them were decoded; `length`: the video's frame count, known when decoding
+    reached its end)."""
+    needed = _needed(config, task)
     if kept < needed:
-        last = (length or 0) - needed
+        last = (length or 0) - _span(needed, step)
         if last < 0:
             raise InvalidRequest(
-                f"task {task.code!r} needs at least {needed} frames; the video has {length}"
+                f"task {task.code!r} needs at least {_span(needed, step)} frames"
+                f"{_at_step(step)}; the video has {length}"
             )
         raise InvalidRequest(
             f"start must be in [0, {last}]: the video has {length} frames and the condition "
-            f"takes {needed}"
+            f"takes {needed}{_at_step(step)}"
         )

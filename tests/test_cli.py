@@ -224,3 +224,83 @@ def test_generate_runs_in_the_precision_asked_for(tmp_path, precision, monkeypat
     assert seen == [{"fp32": torch.float32, "bf16": torch.bfloat16}[precision]]
     with pytest.raises(SystemExit):  # argparse refuses what is not a precision
         main(["generate", "cg", "--output", str(out), "--precision", "fp8"])
+
+
+@pytest.fixture(scope="module")
+def rate_checkpoint(tmp_path_factory) -> Path:
+    """A tiny checkpoint that learnt motion at 4 fps, conditioned on 3 frames."""
+    import dataclasses
+
+    from models.checkpoint import save_checkpoint
+    from models.pipeline import MagvitPipeline
+
+    pipe = MagvitPipeline.random_init("tiny", seed=0)
+    path = tmp_path_factory.mktemp("rate-ckpt")
+    config = dataclasses.replace(pipe.config, frame_rate=4.0, cond_frames=3)
+    save_checkpoint(path, config, pipe.tokenizer.state_dict(), pipe.transformer.state_dict())
+    return path
+
+
+def _ramp(path: Path, frames: int = 12, fps: int = 8) -> Path:
+    """Flat grey frames, frame i at 16 + 16 i."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            img = np.full((32, 32, 3), 16 + 16 * i, np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def _first_frames(path: Path, n: int = 3) -> list[int]:
+    """Which ramp frames a result begins with (fp pastes its condition frames)."""
+    video = np.load(path, allow_pickle=False)["video"]
+    return [round((float(f[6:10, 6:10].mean()) - 16) / 16) for f in video[:n]]
+
+
+def test_generate_reads_the_input_at_the_models_rate(tmp_path, rate_checkpoint, capsys):
+    from media import read_video
+
+    clip = _ramp(tmp_path / "in.mp4")
+    base = ["generate", "fp", "--input", str(clip), "--steps", "1"]
+    base += ["--checkpoint", str(rate_checkpoint)]
+    out = tmp_path / "auto.npz"
+    assert main([*base, "--output", str(out)]) == 0
+    assert _first_frames(out) == [7, 9, 11]  # the last frame and every second before it
+    assert "(4 fps, the input read one frame in 2)" in capsys.readouterr().out
+    assert main([*base, "--output", str(out), "--start", "1"]) == 0
+    assert _first_frames(out) == [1, 3, 5]
+    assert main([*base, "--output", str(out), "--frame-step", "3"]) == 0
+    assert _first_frames(out) == [5, 8, 11]
+    mp4 = tmp_path / "auto.mp4"
+    assert main([*base, "--output", str(mp4)]) == 0
+    assert read_video(mp4).fps == 4  # played back at the rate it was read at
+    assert main([*base, "--output", str(mp4), "--fps", "10"]) == 0
+    assert read_video(mp4).fps == 10
+    cg = ["generate", "cg", "--class-id", "1", "--steps", "1", "--output", str(mp4)]
+    assert main([*cg, "--checkpoint", str(rate_checkpoint)]) == 0
+    assert read_video(mp4).fps == 4  # the model's rate
+    assert main([*cg, "--config", "tiny", "--random-init"]) == 0
+    assert read_video(mp4).fps == 8  # a model whose rate is unknown
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--frame-step", "0"], "--frame-step is a step in [1, 16]"),
+        (["--frame-step", "17"], "--frame-step"),
+        (["--fps", "0"], "--fps must be in"),
+        (
+            ["--start", "8"],
+            "--start must be in [0, 7]: the input has 12 frames and the condition "
+            "takes 3 at a frame step of 2",
+        ),
+    ],
+)
+def test_generate_checks_the_step_and_rate(tmp_path, rate_checkpoint, capsys, extra, message):
+    clip = _ramp(tmp_path / "in.mp4")
+    args = ["generate", "fp", "--input", str(clip), "--output", str(tmp_path / "o.mp4")]
+    assert main([*args, "--checkpoint", str(rate_checkpoint), *extra]) == 2
+    assert message in capsys.readouterr().err

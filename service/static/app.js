@@ -100,7 +100,11 @@ function selectTask(task) {
   $("guidance-row").hidden = !task.needs_class;
   $("frames-row").hidden = !task.takes_frames;
   $("start-row").hidden = !task.takes_frames;
+  $("frame-step-row").hidden = !task.needs_video;
   document.querySelector("input[name=frames]").max = String(state.info.max_frames);
+  // Empty: the server reads one frame in as many as bring the upload nearest the model's rate.
+  const rate = state.info.frame_rate;
+  document.querySelector("input[name=frame_step]").placeholder = rate ? `auto (${rate} fps)` : "auto";
   $("video-inputs").hidden = !task.needs_video;
   $("input-hint").textContent = task.needs_video ? "Upload a video or pick a sample." : "No video needed for this task.";
   $("input-hint").hidden = task.needs_video && !!state.inputUrl;
@@ -120,13 +124,16 @@ function drawOverlay() {
   canvas.width = canvas.height = 64;
   ctx.clearRect(0, 0, 64, 64);
   if (state.task && state.info && state.inputUrl && state.task.takes_frames) {
-    // Frame prediction keeps frames of the input: its last ones, or those from `start`.
+    // Frame prediction keeps frames of the input: its last ones, or those from `start`, one
+    // in `frame_step` (as typed; the automatic step is the server's).
     const fps = 8, n = state.info.cond_frames;
-    const total = Math.max(n, Math.round((video.duration || 0) * fps));
+    const step = Math.max(1, Number(document.querySelector("input[name=frame_step]").value) || 1);
+    const span = (n - 1) * step + 1;
+    const total = Math.max(span, Math.round((video.duration || 0) * fps));
     const f = Math.floor((video.currentTime || 0) * fps);
     const typed = document.querySelector("input[name=start]").value;
-    const first = typed === "" ? total - n : Number(typed);
-    if (f < first || f >= first + n) {
+    const first = typed === "" ? total - span : Number(typed);
+    if (f < first || f >= first + span || (f - first) % step !== 0) {
       ctx.fillStyle = "rgba(221, 51, 51, 0.45)";
       ctx.fillRect(0, 0, 64, 64);
     }
@@ -184,6 +191,7 @@ async function run(event) {
   for (const name of ["frames", "start"]) {
     if (!task.takes_frames || form.get(name) === "") form.delete(name);
   }
+  if (!task.needs_video || form.get("frame_step") === "") form.delete("frame_step");
   if (task.needs_video) {
     if (!state.file) { showError("Choose a video or a sample first."); return; }
     form.set("video", state.file);

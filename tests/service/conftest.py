@@ -38,6 +38,17 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def rate_checkpoint(tmp_path_factory) -> Path:
+    """A tiny checkpoint that learnt motion at 4 fps (an 8 fps upload is read at a step of 2),
+    conditioned on 3 frames, so that the frames frame prediction reads show the step."""
+    pipe = MagvitPipeline.random_init("tiny", seed=0)
+    path = tmp_path_factory.mktemp("rate-ckpt")
+    config = dataclasses.replace(pipe.config, frame_rate=4.0, cond_frames=3)
+    save_checkpoint(path, config, pipe.tokenizer.state_dict(), pipe.transformer.state_dict())
+    return path
+
+
 class Server:
     """uvicorn in a thread; `stop()` shuts it down gracefully."""
 

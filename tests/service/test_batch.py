@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cli.batch import _key
 from cli.main import main
 from media.npz import read_npz
 from service.client import Client
@@ -112,6 +113,24 @@ def test_a_folder_of_clips_then_the_same_run_again(keyed, tmp_path, capsys):
     assert main([*args, "--seed", "4"]) == 1
     assert _count(keyed) == jobs + 3
     assert {e["seed"] for n, e in _manifest(out).items() if n != "notes.txt"} == {4}
+
+
+def test_a_frame_step_goes_to_every_job(keyed, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(videos.clip("mp4", frames=16))
+    out = tmp_path / "out"
+    args = ["batch", "--server", keyed.url, "--api-key", KEY, "--task", "opc"]
+    args += ["--input", str(folder), "--output", str(out), "--format", "npz", "--steps", "1"]
+    assert main([*args, "--frame-step", "2"]) == 0
+    entry = _manifest(out)["a.mp4"]
+    with Client(keyed.url, KEY) as client:
+        job = client.job(entry["job_id"])
+    assert job.frame_step == 2 and job.frame_rate == 4.0
+    # Keys of runs without the field are those of the versions before it.
+    fields = {"seed": 1, "start": None}
+    assert _key("00", "fp", fields | {"frame_step": None}, 1) == _key("00", "fp", fields, 1)
+    assert _key("00", "fp", fields | {"frame_step": 2}, 1) != _key("00", "fp", fields, 1)
 
 
 def test_bad_arguments_are_clear_errors(keyed, tmp_path, capsys):

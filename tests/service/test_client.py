@@ -145,6 +145,19 @@ def test_events_and_waiting_against_the_server(client, server):
             c.submit("opc", videos.clip("mp4"), frames=20)
 
 
+def test_a_frame_step_is_passed_and_reported(server):
+    with api.Client(server.url) as c:
+        job, _ = c.submit("opc", videos.clip("mp4", frames=16), steps=1, frame_step=2)
+        done = c.wait(job.id, timeout=60)
+        assert done.frame_step == 2 and done.frame_rate == 4.0  # an 8 fps clip read at 2
+        result = c.result(job.id)
+        assert result.frame_step == 2 and result.frame_rate == 4.0
+        cg = c.wait(c.submit("cg", class_id=1, steps=1).job.id, timeout=60)
+        assert cg.frame_step is None and cg.frame_rate == 8.0
+        with pytest.raises(api.InvalidInput, match="frame_step"):
+            c.submit("opc", videos.clip("mp4"), frame_step=99)
+
+
 def test_the_client_loads_neither_torch_nor_fastapi():
     code = (
         "import sys\n"
@@ -174,6 +187,7 @@ def test_durations_never_read_below_zero():
         "format": "mp4",
         "result_url": None,
     }
-    job = Job.from_json(body)
+    job = Job.from_json(body)  # a server from before frame steps: none reported
+    assert job.frame_step is None and job.frame_rate is None
     assert job.seconds_queued == 0.0  # claimed at once, the readings 2 ms apart the other way
     assert job.seconds_running == pytest.approx(2.0)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import re
 import time
 
 import httpx
 
+from media import decode_video
 from service.jobs import ErrorType
 from service.sqlite_queue import SqliteQueue
 from tests.service.conftest import Server, make_settings, spec
@@ -54,6 +56,44 @@ def test_jobs_survive_a_restart(tiny_checkpoint, tmp_path):
         assert c.get(f"/v1/jobs/{gone['id']}").json()["status"] == "cancelled"
         assert c.get(f"/v1/jobs/{fp['id']}/result").status_code == 200
     full.stop()
+
+
+def test_the_frame_step_and_rate_survive_a_restart(rate_checkpoint, tmp_path):
+    api = Server(make_settings(rate_checkpoint, tmp_path, workers=0)).start()
+    with httpx.Client(base_url=api.url, timeout=30) as c:
+        job = c.post(
+            "/v1/jobs",
+            data={"task": "opc", "steps": "1", "frame_step": "1"},
+            files={"video": ("a.mp4", CLIP)},
+        ).json()
+    api.stop()
+    queue = SqliteQueue(tmp_path / "jobs.sqlite3")
+    stored = queue.get(job["id"]).spec
+    assert stored.frame_step == 1 and stored.frame_rate == 8.0
+    queue.close()
+    full = Server(make_settings(rate_checkpoint, tmp_path)).start()
+    with httpx.Client(base_url=full.url, timeout=30) as c:
+        done = _wait_done(c, job["id"])
+        assert done["status"] == "completed" and done["frame_step"] == 1, done
+        result = c.get(f"/v1/jobs/{job['id']}/result")
+        assert result.headers["x-frame-step"] == "1" and decode_video(result.content).fps == 8
+    full.stop()
+
+
+def test_records_stored_before_frame_steps_load(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    queue = SqliteQueue(path)
+    stepped, _ = queue.enqueue(spec("opc", frame_step=3, frame_rate=10.0))
+    old, _ = queue.enqueue(spec("opc"))
+    params = json.loads(queue.get(old.id).spec.to_json())
+    del params["frame_step"], params["frame_rate"]
+    queue._db.execute("UPDATE jobs SET params = ? WHERE id = ?", (json.dumps(params), old.id))
+    queue.close()
+    again = SqliteQueue(path)
+    assert again.get(stepped.id).spec == stepped.spec
+    legacy = again.get(old.id).spec
+    assert legacy.frame_step is None and legacy.frame_rate == 8.0
+    again.close()
 
 
 def test_dead_letter_after_max_attempts(tmp_path):

@@ -55,3 +55,14 @@ def test_lengths_join_the_record_and_the_batch_key():
     assert long.batch_key != one.batch_key != dataclasses.replace(one, frames=20).batch_key
     # One-window jobs keep the keys of records stored before lengths existed.
     assert one.batch_key == json.dumps(["fp", dataclasses.asdict(one.options)], sort_keys=True)
+
+
+def test_frame_steps_join_the_record_but_not_the_batch_key():
+    plain = JobSpec("opc", 1, None, "mp4", DecodeOptions(steps=2))
+    stepped = dataclasses.replace(plain, frame_step=2, frame_rate=14.985)
+    assert JobSpec.from_json(stepped.to_json()) == stepped
+    assert stepped.batch_key == plain.batch_key  # the step changes the input, not the model run
+    old = json.loads(plain.to_json())
+    del old["frame_step"], old["frame_rate"]
+    legacy = JobSpec.from_json(json.dumps(old))
+    assert legacy.frame_step is None and legacy.frame_rate == 8.0  # as results were written

@@ -128,3 +128,27 @@ def test_frame_prediction_makes_a_long_video(browser, server):
     assert page.evaluate("document.querySelector('#result-video').duration") > 2.5
     assert page.inner_text("#status") == "completed"
     page.close()
+
+
+def test_a_frame_step_can_be_typed(browser, server):
+    page = browser.new_page(bypass_csp=True)  # the test polls with eval; the page needs none
+    page.goto(server.url + "/")
+    page.click("label[data-code=cg]")
+    page.wait_for_selector("#frame-step-row", state="hidden")
+    page.click("label[data-code=opc]")
+    page.wait_for_selector("#frame-step-row:not([hidden])")
+    assert page.get_attribute("input[name=frame_step]", "placeholder") == "auto"
+    clip = videos.clip("webm", frames=16)
+    page.set_input_files(
+        "#video-file", files=[{"name": "clip.webm", "mimeType": "video/webm", "buffer": clip}]
+    )
+    page.fill("input[name=steps]", "1")
+    page.fill("input[name=frame_step]", "2")
+    with page.expect_response(lambda r: r.url.endswith("/v1/jobs")) as created:
+        page.click("#run")
+    job = created.value.json()
+    page.wait_for_function("document.querySelector('#result-video').duration > 0", timeout=60_000)
+    assert page.inner_text("#status") == "completed"
+    stored = server.app.state.magvit.queue.get(job["id"]).spec
+    assert stored.frame_step == 2 and stored.frame_rate == 4.0
+    page.close()

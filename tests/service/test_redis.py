@@ -3,6 +3,7 @@ worker processes: spread, takeover after SIGKILL, dead letters, reconnection aft
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -57,6 +58,20 @@ def test_replicas_share_jobs_idempotency_and_cancellation(url):
     assert api_b.cancel(gone.id).status == "cancelled"
     assert worker.claim_batch(4, 0.0, 30, 0.1) == []
     assert api_a.get(gone.id).status == "cancelled" and api_a.depth() == 0
+
+
+def test_frame_steps_are_stored_and_older_records_load(url):
+    api, worker = RedisQueue(url), RedisQueue(url, consumer="w1")
+    stepped, _ = api.enqueue(spec("opc", format="npz", frame_step=3, frame_rate=10.0))
+    assert worker.get(stepped.id).spec == stepped.spec
+    [claimed] = worker.claim_batch(4, 0.0, lease_s=30, block_s=0.1)
+    assert claimed.spec.frame_step == 3 and claimed.spec.frame_rate == 10.0
+    old, _ = api.enqueue(spec("opc", format="npz"))
+    params = json.loads(old.spec.to_json())
+    del params["frame_step"], params["frame_rate"]
+    api.r.hset(api._k("job", old.id), "params", json.dumps(params))
+    legacy = worker.get(old.id).spec
+    assert legacy.frame_step is None and legacy.frame_rate == 8.0
 
 
 def test_batches_hold_one_key_and_keep_the_rest(url):
