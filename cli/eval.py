@@ -52,7 +52,13 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from models.checkpoint import CheckpointError, default_checkpoint_dir, load_checkpoint
     from models.options import DecodeOptions
-    from models.pipeline import MagvitPipeline, load_tokenizer, precision_dtype, resolve_device
+    from models.pipeline import (
+        MagvitPipeline,
+        load_tokenizer,
+        precision_dtype,
+        resolve_device,
+        tokenizer_memory_format,
+    )
     from training.datasets import make_dataset
     from training.evaluate import evaluate, evaluate_tokenizer, fvd_from_files, task_samples
     from training.logs import save_grid
@@ -90,8 +96,10 @@ def run(args: argparse.Namespace) -> int:
     n = min(args.num_clips, len(dataset))
     if pipe is None:
         # In the precision the pipeline would run in, so both reports give the same figures.
-        dtype = precision_dtype(args.precision, resolve_device(args.device))
-        tokenizer = load_tokenizer(ckpt).to(args.device, dtype).eval()
+        device = resolve_device(args.device)
+        dtype = precision_dtype(args.precision, device)
+        layout = tokenizer_memory_format(ckpt.config, device, dtype)
+        tokenizer = load_tokenizer(ckpt).to(device, dtype).to(memory_format=layout).eval()
         report = evaluate_tokenizer(tokenizer, dataset, n, dtype=dtype)
     else:
         report = evaluate(pipe, dataset, n, args.seed, DecodeOptions(steps=args.steps), tasks=tasks)

@@ -34,10 +34,10 @@ def test_results_are_stored_while_the_next_batch_runs(tiny_checkpoint, tmp_path,
     real_encode = service.scheduler.encode_video
     lock = threading.Lock()
 
-    def slow_encode(video, fmt):
+    def slow_encode(video, fmt, *rate):
         start = time.monotonic()
         time.sleep(0.6)  # a slow encoder: the engine must not wait for it
-        out = real_encode(video, fmt)
+        out = real_encode(video, fmt, *rate)
         with lock:
             encoded.append((start, time.monotonic()))
         return out
@@ -105,10 +105,10 @@ def test_a_batch_is_encoded_all_at_once(tiny_checkpoint, tmp_path, monkeypatch):
     spans: list[tuple[float, float]] = []
     lock = threading.Lock()
 
-    def slow_encode(video, fmt):
+    def slow_encode(video, fmt, *rate):
         start = time.monotonic()
         time.sleep(0.5)
-        out = real_encode(video, fmt)
+        out = real_encode(video, fmt, *rate)
         with lock:
             spans.append((start, time.monotonic()))
         return out
