@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import threading
@@ -90,16 +91,31 @@ def make_settings(checkpoint: Path, data_dir: Path, **overrides) -> Settings:
     return Settings(**(base | overrides))
 
 
+@contextlib.contextmanager
+def serving(checkpoint: Path, data_dir: Path, **overrides) -> Iterator[Server]:
+    """A server on `checkpoint` for the length of a `with` block."""
+    srv = Server(make_settings(checkpoint, data_dir, **overrides)).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@contextlib.contextmanager
+def client_of(srv: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=srv.url, timeout=60) as c:
+        yield c
+
+
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint, tmp_path_factory) -> Iterator[Server]:
-    srv = Server(make_settings(tiny_checkpoint, tmp_path_factory.mktemp("data"))).start()
-    yield srv
-    srv.stop()
+    with serving(tiny_checkpoint, tmp_path_factory.mktemp("data")) as srv:
+        yield srv
 
 
 @pytest.fixture()
 def client(server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60) as c:
+    with client_of(server) as c:
         yield c
 
 

@@ -12,20 +12,19 @@ import pytest
 
 from media import MAX_STEP, decode_video, encode_video
 from media.npz import read_npz
-from tests.service.conftest import Server, make_settings
+from tests.service.conftest import Server, client_of, serving
 from tests.support import videos
 
 
 @pytest.fixture(scope="module")
 def rated(rate_checkpoint, tmp_path_factory) -> Iterator[Server]:
-    srv = Server(make_settings(rate_checkpoint, tmp_path_factory.mktemp("rated"))).start()
-    yield srv
-    srv.stop()
+    with serving(rate_checkpoint, tmp_path_factory.mktemp("rated")) as srv:
+        yield srv
 
 
 @pytest.fixture()
 def rc(rated) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=rated.url, timeout=60) as c:
+    with client_of(rated) as c:
         yield c
 
 
