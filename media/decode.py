@@ -22,7 +22,9 @@ from typing import BinaryIO
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
+from media.encode import SMALL_FRAME_PIXELS
 from media.errors import BeyondFrameLimit, DecodeTimeout, NotAVideo, VideoTooLarge
 
 # The only demuxers a video is opened with, chosen from its first bytes. FFmpeg's probing would
@@ -206,11 +208,20 @@ def _decode(
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 8.0
         step = step if step is not None else frame_step(fps, rate)
         want = _kept_count(limits, max_frames, start, step)
-        stream.thread_type = "AUTO"
+        if width * height > SMALL_FRAME_PIXELS:  # small frames decode faster on one thread
+            stream.thread_type = "AUTO"
         # Reading the end holds the last frames that could be kept, in a bounded deque: where
         # the video ends, and so which of them are kept, is known only at its end. Frames are
         # held as decoded (not yet RGB) and only those kept are converted.
         tail: deque[av.VideoFrame] = deque(maxlen=strided_span(want, step))
+        # One converter for the whole video: it keeps its scaler context from frame to frame,
+        # where `to_ndarray(format=...)` would set one up for every frame (most of the time
+        # spent on small frames).
+        reformatter = VideoReformatter()
+
+        def to_rgb(frame: av.VideoFrame) -> np.ndarray:
+            return reformatter.reformat(frame, format="rgb24").to_ndarray()
+
         kept: list[np.ndarray] = []
         first = start or 0
         count = 0  # frames decoded
@@ -230,7 +241,7 @@ def _decode(
                 if start is None:
                     tail.append(frame)
                 elif index >= first and (index - first) % step == 0:
-                    kept.append(frame.to_ndarray(format="rgb24"))
+                    kept.append(to_rgb(frame))
                     if len(kept) >= want:
                         ended = False
                         break
@@ -242,7 +253,7 @@ def _decode(
         if start is None:
             first = _last_frames_start(count, want, step)
             held = list(tail)[first - (count - len(tail)) :: step]
-            kept = [f.to_ndarray(format="rgb24") for f in held]
+            kept = [to_rgb(f) for f in held]
             tail.clear()
     length = count if ended else None
     if not kept:

@@ -50,6 +50,31 @@ def test_encode_round_trip(tmp_path, fmt):
         assert np.abs(back[:, :17, :31].astype(int) - frames).mean() < 12
 
 
+@pytest.mark.parametrize("fmt", ["mp4", "webm"])
+def test_frames_are_the_codecs_own_rgb_conversion(fmt):
+    # The decoder converts every frame with one reused scaler: the same pixels as PyAV's
+    # conversion of each frame alone, for every frame of a clip that moves.
+    import io
+
+    import av
+
+    data = videos.clip(fmt, frames=12)
+    with av.open(io.BytesIO(data)) as container:
+        expected = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert np.array_equal(decode_video(data).frames, expected)
+    assert np.array_equal(decode_video(data, max_frames=5, start=None).frames, expected[-5:])
+
+
+@pytest.mark.parametrize("size", [(64, 64), (256, 320)])  # one thread / the codec's threads
+def test_encoded_small_and_large_frames_keep_their_quality(size):
+    h, w = size
+    ramp = np.linspace(0, 160, w, dtype=np.float32)[None, None, :, None]  # a gradient to code
+    frames = np.maximum(videos.moving_bar(8, h, w), ramp.astype(np.uint8))
+    back = decode_video(encode_video(frames, "mp4")).frames
+    assert back.shape == frames.shape
+    assert np.abs(back.astype(int) - frames).mean() < 1.5
+
+
 def test_encode_rejects_bad_frames():
     with pytest.raises(ValueError):
         encode_video(np.zeros((4, 8, 8)), "mp4")
