@@ -66,25 +66,61 @@ def _sample(
     is drawn on the host or copied. On the CPU, inverse-CDF sampling from each request's
     generator: one number a token instead of one a (token, code)."""
     b, n, k = logits.shape
-    flat = (logits.reshape(b * n, k), tokens.reshape(b * n), known.reshape(b * n))
+    flat_logits, flat_tokens, flat_known = (
+        logits.reshape(b * n, k),
+        tokens.reshape(b * n),
+        known.reshape(b * n),
+    )
     allowed = None if allowed is None else allowed.reshape(b * n, k)
     if counter_based_noise(logits.device):
         stream = PhiloxStream.for_requests(seeds, n, step, logits.device)
         return fused_sampling_step(
-            *flat, options.temperature, choice_temperature, stream=stream, allowed=allowed
+            flat_logits.float(),
+            flat_tokens,
+            flat_known,
+            options.temperature,
+            choice_temperature,
+            stream=stream,
+            allowed=allowed,
         )
+    # Every request draws its numbers for all its tokens, so that its stream does not depend on
+    # how many are decided; only the undecided rows are sampled (a decided token keeps its id,
+    # log-prob 0 and score +inf, as the step itself gives it), in fp32.
     uniform = torch.cat([torch.rand(n, generator=g) for g in generators]).to(logits.device)
     choice = torch.cat([gumbel_noise((n,), g, "cpu") for g in generators]).to(logits.device)
-    return categorical_sampling_step(
-        *flat, options.temperature, choice_temperature, uniform, choice, allowed
+    rows = (~flat_known).nonzero().squeeze(1)
+    if rows.numel() == b * n:
+        return categorical_sampling_step(
+            flat_logits,
+            flat_tokens,
+            flat_known,
+            options.temperature,
+            choice_temperature,
+            uniform,
+            choice,
+            allowed,
+        )
+    sub = categorical_sampling_step(
+        flat_logits.index_select(0, rows),
+        flat_tokens.index_select(0, rows),
+        flat_known.index_select(0, rows),
+        options.temperature,
+        choice_temperature,
+        uniform.index_select(0, rows),
+        choice.index_select(0, rows),
+        None if allowed is None else allowed.index_select(0, rows),
     )
+    ids = flat_tokens.index_copy(0, rows, sub[0])
+    log_prob = torch.zeros(b * n, device=logits.device).index_copy_(0, rows, sub[1])
+    score = torch.full((b * n,), float("inf"), device=logits.device).index_copy_(0, rows, sub[2])
+    return ids, log_prob, score
 
 
 def _codebook_logits(
     transformer: nn.Module, ids: torch.Tensor, segments: torch.Tensor, k: int
 ) -> torch.Tensor:
-    logits = transformer(ids, segments)  # [B, L, V]
-    return logits[:, NUM_PREFIX_TOKENS:, :k].float()  # only codebook tokens are ever sampled
+    logits = transformer(ids, segments)  # [B, L, V], in the model's dtype (fp32 by the sampler)
+    return logits[:, NUM_PREFIX_TOKENS:, :k]  # only codebook tokens are ever sampled
 
 
 def unconditional_input(
@@ -121,7 +157,7 @@ def guided_logits(
         return _codebook_logits(transformer, ids, segments, k)
     ids_u, segs_u = unconditional_input(vocab, ids, segments, unconditional_task)
     both = _codebook_logits(transformer, torch.cat([ids, ids_u]), torch.cat([segments, segs_u]), k)
-    c, u = both.chunk(2)
+    c, u = both.float().chunk(2)
     return c + scale * (c - u)
 
 

@@ -80,3 +80,44 @@ def test_one_uniform_picks_by_the_cdf():
         for u in (0.2499, 0.2501, 0.7499, 0.7501, 0.9999999)
     ]
     assert [int(p) for p in pick] == [0, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("top_k", [None, 5])
+def test_the_loop_samples_only_undecided_tokens_and_gives_the_full_steps_answer(top_k):
+    # The decoding loop hands the step only its undecided rows (in bf16, made fp32 there) and
+    # fills in the decided ones; the result is bit for bit that of the step over every row.
+    from models.decoding import _sample
+    from models.kernels.sampling import gumbel_noise
+    from models.options import DecodeOptions
+
+    b, n, v = 3, 40, 16
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(b, n, v, generator=g).to(torch.bfloat16)
+    tokens = torch.randint(0, v, (b, n), generator=g)
+    known = torch.rand(b, n, generator=g) < 0.6
+    options = DecodeOptions(steps=12, temperature=0.8, top_k=top_k)
+    allowed = sampling_filter(logits, options.temperature, top_k, None)
+    seeds = [5, 6, 7]
+
+    def generators():
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    got = _sample(logits, tokens, known, options, 1.5, allowed, seeds, generators(), 0)
+    gens = generators()
+    uniform = torch.cat([torch.rand(n, generator=x) for x in gens])
+    choice = torch.cat([gumbel_noise((n,), x, "cpu") for x in gens])
+    flat_allowed = None if allowed is None else allowed.reshape(b * n, v)
+    want = categorical_sampling_step(
+        logits.float().reshape(b * n, v),
+        tokens.reshape(-1),
+        known.reshape(-1),
+        0.8,
+        1.5,
+        uniform,
+        choice,
+        flat_allowed,
+    )
+    for x, y in zip(got, want, strict=True):
+        assert torch.equal(x, y)
+    assert torch.equal(got[0][known.reshape(-1)], tokens[known])  # decided tokens stay
+    assert torch.isinf(got[2][known.reshape(-1)]).all()
