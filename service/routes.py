@@ -413,7 +413,9 @@ async def _await_job(request: Request, job: Job) -> Job:
             await _q(st.queue.cancel, job.id, why)
             st.scheduler.live.touch()
             raise ApiError(503, reason, headers={"Retry-After": "10"})
-        await _wait(st, 0.05)
+        # This process's scheduler wakes the waiters whenever a job moves; jobs that other
+        # processes run are seen by polling, often where this one has no engine.
+        await _wait(st, 0.05 if st.scheduler.engine is None else 0.5)
     return job
 
 
