@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from models.config import CONFIGS, TokenizerConfig
 from models.inflation import inflate_2d_to_3d
 from models.quantizer import VectorQuantizer
-from models.tokenizer import Conv, VQTokenizer
+from models.tokenizer import Conv, Downsample, VQTokenizer
 
 TINY = CONFIGS["tiny"].tokenizer
 
@@ -133,3 +133,20 @@ def test_codebook_init_scale_is_the_official_fan_in_over_entries():
     bound = (3.0 / 1024) ** 0.5
     assert codebook.abs().max() <= bound
     assert codebook.abs().max() > 0.95 * bound
+
+
+@pytest.mark.parametrize(
+    ("conv_dim", "temporal", "shape"),
+    [(3, True, (2, 6, 5, 9, 7)), (3, False, (2, 6, 5, 9, 7)), (2, False, (2, 6, 9, 7))],
+)
+def test_downsampling_is_average_pooling_in_any_layout_and_precision(conv_dim, temporal, shape):
+    # Odd sizes: the remainder is dropped, as avg_pool does with kernel = stride.
+    cfg = dataclasses.replace(TINY, conv_dim=conv_dim)
+    down = Downsample(cfg, temporal)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    pool = F.avg_pool3d if conv_dim == 3 else F.avg_pool2d
+    want = pool(x, down.factor)
+    torch.testing.assert_close(down(x), want, rtol=1e-6, atol=1e-6)
+    if conv_dim == 3:
+        x_cl = x.bfloat16().contiguous(memory_format=torch.channels_last_3d)
+        torch.testing.assert_close(down(x_cl).float(), want, rtol=0, atol=1e-2)
