@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from models.config import CONFIGS, TokenizerConfig
 from models.inflation import inflate_2d_to_3d
 from models.quantizer import VectorQuantizer
-from models.tokenizer import Conv, Downsample, VQTokenizer
+from models.tokenizer import Conv, Downsample, Upsample, VQTokenizer
 
 TINY = CONFIGS["tiny"].tokenizer
 
@@ -150,3 +150,23 @@ def test_downsampling_is_average_pooling_in_any_layout_and_precision(conv_dim, t
     if conv_dim == 3:
         x_cl = x.bfloat16().contiguous(memory_format=torch.channels_last_3d)
         torch.testing.assert_close(down(x_cl).float(), want, rtol=0, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    ("conv_dim", "temporal", "shape"),
+    [(3, True, (2, 4, 3, 5, 4)), (3, False, (2, 4, 3, 5, 4)), (2, False, (2, 4, 5, 4))],
+)
+def test_upsampling_repeats_every_element_and_keeps_the_layout(conv_dim, temporal, shape):
+    cfg = dataclasses.replace(TINY, conv_dim=conv_dim)
+    up = Upsample(cfg, shape[1], temporal)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    want = x
+    for dim, f in enumerate(up.factor, start=2):
+        want = want.repeat_interleave(f, dim=dim)
+    torch.testing.assert_close(up(x), up.conv(want), rtol=0, atol=0)
+    if conv_dim == 3:
+        x_cl = x.contiguous(memory_format=torch.channels_last_3d)
+        up_cl = up.to(memory_format=torch.channels_last_3d)
+        out = up_cl(x_cl)
+        assert out.is_contiguous(memory_format=torch.channels_last_3d)
+        torch.testing.assert_close(out, up.conv(want), rtol=1e-5, atol=1e-5)
