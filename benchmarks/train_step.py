@@ -41,7 +41,7 @@ def _steps(cfg, batch_tok: int, batch_tr: int, device: torch.device) -> dict:
 
     def transformer_step(precision: str) -> None:
         with autocast_for(device, precision):
-            logits = transformer(ids, segments)[:, 2:, :k].float()
+            logits = transformer(ids, segments, first=2, vocab=k).float()
             loss = F.cross_entropy(logits.reshape(-1, k), ids[:, 2:].reshape(-1))
         loss.backward()
 

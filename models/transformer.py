@@ -112,8 +112,15 @@ class BidirectionalTransformer(nn.Module):
         ids: torch.Tensor,
         segment_ids: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
+        first: int = 0,
+        vocab: int | None = None,
     ) -> torch.Tensor:
-        """ids [B, L] -> logits [B, L, V]; key_padding_mask [B, L] bool, True = attend.
+        """ids [B, L] -> logits [B, L - first, vocab]; key_padding_mask [B, L] bool, True =
+        attend. `first` and `vocab` (default: all of V) limit the logits to positions
+        `first`... and the first `vocab` entries: training and decoding want those of the video
+        tokens over the codebook only, and the head then computes no others (in training the
+        slices of a full [B, L, V] tensor cost more than the head: two fp32 copies and two
+        zero-filled gradients of it a step).
 
         A model without a task token (`cfg.task_token` False) reads ids[:, 1:] only: the task
         slot is neither embedded nor attended to, and its logits are zeros."""
@@ -122,15 +129,21 @@ class BidirectionalTransformer(nn.Module):
                 ids[:, 1:],
                 None if segment_ids is None else segment_ids[:, 1:],
                 None if key_padding_mask is None else key_padding_mask[:, 1:],
+                max(first - 1, 0),
+                vocab,
             )
+            if first >= 1:
+                return body
             return torch.cat([body.new_zeros(body.shape[0], 1, body.shape[2]), body], dim=1)
-        return self._forward(ids, segment_ids, key_padding_mask)
+        return self._forward(ids, segment_ids, key_padding_mask, first, vocab)
 
     def _forward(
         self,
         ids: torch.Tensor,
         segment_ids: torch.Tensor | None,
         key_padding_mask: torch.Tensor | None,
+        first: int = 0,
+        vocab: int | None = None,
     ) -> torch.Tensor:
         b, l = ids.shape
         pos = torch.arange(l, device=ids.device)
@@ -141,5 +154,8 @@ class BidirectionalTransformer(nn.Module):
         x = self.dropout(self.embeddings_ln(x))
         for layer in self.layers:
             x = layer(x, key_padding_mask)
-        x = self.mlm_ln(_gelu(self.mlm_dense(x)))
-        return x @ self.word_embeddings.weight.t() + self.mlm_bias  # tied output head
+        x = self.mlm_ln(_gelu(self.mlm_dense(x[:, first:])))
+        weight, bias = self.word_embeddings.weight, self.mlm_bias
+        if vocab is not None:
+            weight, bias = weight[:vocab], bias[:vocab]
+        return x @ weight.t() + bias  # tied output head

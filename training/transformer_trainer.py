@@ -215,7 +215,7 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
         )
         ids, segments, targets = torch.stack(ids), torch.stack(segments), torch.stack(targets)
         with autocast:
-            logits = train_model(ids, segments)[:, 2:, :k].float()  # [B, N, K]
+            logits = train_model(ids, segments, first=2, vocab=k).float()  # [B, N, K]
             loss = F.cross_entropy(
                 logits.reshape(-1, k), targets.reshape(-1), label_smoothing=cfg.label_smoothing
             )
