@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from models.config import ModelConfig
+from models.pipeline import tokenizer_memory_format
 from models.tasks import TASK_CODES, Task, get_task
 from models.tokenizer import VQTokenizer
 from training.common import autocast_for
@@ -144,38 +145,48 @@ def build_token_cache(
     memory does not grow with the number of tasks. `precision` "bf16" encodes under bf16
     autocast (2x faster on a CPU with native bf16; 98% of the ids agree with fp32, about what
     the service's own bf16 path gives); the code search stays fp32 either way."""
-    tokenizer = tokenizer.to(device).eval()
     autocast = autocast_for(torch.device(device), precision)
-    n = min(num_clips, len(dataset))
-    owners, slots = condition_slots(tasks)
-    cond_tasks = [get_task(code) for code in owners]
-    lt, lh, lw = config.token_shape
-    dtype = token_dtype(config.tokenizer.codebook_size)
-    # Filled in place: no list of chunks to concatenate, so the peak is the cache itself.
-    tokens = torch.empty(n, lt, lh, lw, dtype=dtype)
-    conditions = torch.empty(n, len(owners), lt, lh, lw, dtype=dtype)
-    labels = torch.empty(n, dtype=torch.long)
-    blank_video = torch.zeros(1, 3, *config.video_shape, device=device)
-    blank = _encode(tokenizer, blank_video, autocast)[0].to(dtype).cpu()
-    plan = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
-    bar = tqdm(total=n, desc="caching tokens", disable=not show_progress)
-    for index, (video, batch_labels) in zip(
-        plan, iter_batches(dataset, plan, workers), strict=True
-    ):
-        video = video.to(device)  # [b, 3, T, H, W]
-        b = video.shape[0]
-        conds = [task.condition_video(video, config.cond_frames) for task in cond_tasks]
-        every = torch.cat([video, *conds])  # [(1 + S) b, 3, T, H, W]
-        ids = torch.cat(
-            [_encode(tokenizer, c, autocast).to(dtype).cpu() for c in every.split(batch_size)]
+    # In reduced precision on the CPU, the channels-last-3d layout the service uses (oneDNN's
+    # bf16 3D convolutions: 1.65x faster encoding of video64 clips); the tokenizer is handed
+    # back in the default layout.
+    reduced = torch.float32 if precision == "fp32" else torch.bfloat16
+    layout = tokenizer_memory_format(config, torch.device(device), reduced)
+    tokenizer = tokenizer.to(device, memory_format=layout).eval()
+    try:
+        n = min(num_clips, len(dataset))
+        owners, slots = condition_slots(tasks)
+        cond_tasks = [get_task(code) for code in owners]
+        lt, lh, lw = config.token_shape
+        dtype = token_dtype(config.tokenizer.codebook_size)
+        # Filled in place: no list of chunks to concatenate, so the peak is the cache itself.
+        tokens = torch.empty(n, lt, lh, lw, dtype=dtype)
+        conditions = torch.empty(n, len(owners), lt, lh, lw, dtype=dtype)
+        labels = torch.empty(n, dtype=torch.long)
+        blank_video = torch.zeros(1, 3, *config.video_shape, device=device).contiguous(
+            memory_format=layout
         )
-        rows = torch.tensor(index)
-        tokens[rows] = ids[:b]
-        conditions[rows] = ids[b:].view(len(owners), b, lt, lh, lw).transpose(0, 1)
-        labels[rows] = batch_labels.long()
-        bar.update(b)
-    bar.close()
-    return TokenCache(tokens, conditions, blank, slots, labels)
+        blank = _encode(tokenizer, blank_video, autocast)[0].to(dtype).cpu()
+        plan = [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+        bar = tqdm(total=n, desc="caching tokens", disable=not show_progress)
+        for index, (video, batch_labels) in zip(
+            plan, iter_batches(dataset, plan, workers), strict=True
+        ):
+            video = video.to(device)  # [b, 3, T, H, W]
+            b = video.shape[0]
+            conds = [task.condition_video(video, config.cond_frames) for task in cond_tasks]
+            every = torch.cat([video, *conds]).contiguous(memory_format=layout)
+            ids = torch.cat(
+                [_encode(tokenizer, c, autocast).to(dtype).cpu() for c in every.split(batch_size)]
+            )
+            rows = torch.tensor(index)
+            tokens[rows] = ids[:b]
+            conditions[rows] = ids[b:].view(len(owners), b, lt, lh, lw).transpose(0, 1)
+            labels[rows] = batch_labels.long()
+            bar.update(b)
+        bar.close()
+        return TokenCache(tokens, conditions, blank, slots, labels)
+    finally:
+        tokenizer.to(memory_format=torch.contiguous_format)
 
 
 @torch.inference_mode()
