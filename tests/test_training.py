@@ -208,6 +208,35 @@ def test_transformer_loss_falls_and_resume_is_exact(tmp_path, tiny_tokenizer):
     assert ck.metadata["transformer_steps"] == 30 and len(ck.config.tasks) == 10
 
 
+def test_a_resume_from_a_snapshot_warms_the_rate_up_again(tmp_path, tiny_tokenizer):
+    # A snapshot has no optimizer moments: the rate warms up again from the step it resumes
+    # at; a resume with the moments (above) follows the schedule exactly.
+    import shutil
+
+    from training.common import lr_at, write_snapshot
+
+    base = dict(
+        config="tiny",
+        tokenizer=str(tiny_tokenizer),
+        batch_size=4,
+        cache_clips=8,
+        log_every=1,
+        lr=1e-3,
+        warmup_steps=4,
+        steps=20,
+        checkpoint_every=10,
+    )
+    train_transformer(TransformerTrainConfig(out=str(tmp_path / "a"), stop_at=10, **base))
+    write_snapshot(tmp_path / "a", tmp_path / "snap")
+    shutil.copytree(tmp_path / "snap", tmp_path / "b")
+    train_transformer(TransformerTrainConfig(out=str(tmp_path / "b"), stop_at=16, **base))
+    b = _records(tmp_path / "b" / "metrics.jsonl")
+    for step in range(10, 16):
+        scheduled = lr_at(step, 1e-3, 4, 20)
+        assert b[step]["lr"] == pytest.approx(scheduled * min(1.0, (step - 9) / 4)), step
+    assert b[13]["lr"] == pytest.approx(lr_at(13, 1e-3, 4, 20))  # warmed up: the schedule
+
+
 # ------------------------------------------------------------------------- data parallel
 def _ddp_worker(rank, world, port, out, tok):
     os.environ.update(

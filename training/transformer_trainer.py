@@ -166,11 +166,17 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
         model.set_attention_dropout(cfg.attention_dropout)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.96))
     ema = EMA(model, cfg.ema_decay)
-    start = 0
+    start, rewarm_from = 0, None
     if cfg.resume and has_training_state(out):
-        start = load_training_state(
+        meta = load_training_state(
             out, {"transformer": model}, {"transformer": opt}, {"transformer": ema}
-        )["step"]
+        )
+        start = meta["step"]
+        if start and "transformer" not in meta["optimizers"]:
+            # A snapshot carries no optimizer moments: Adam's first steps from fresh moments
+            # are full-size at the schedule's rate (the loss jumped for a few hundred steps),
+            # so the rate warms up again, over `warmup_steps`, from the step it resumes at.
+            rewarm_from = start
         if info.is_main:
             log.truncate_after(start)
     if info.is_main:
@@ -198,6 +204,8 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
             break
         model.train()
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps)
+        if rewarm_from is not None and cfg.warmup_steps:
+            lr *= min(1.0, (step - rewarm_from + 1) / cfg.warmup_steps)
         for group in opt.param_groups:
             group["lr"] = lr
         # Clips, tasks, masks and class dropout are drawn for the whole global batch from
