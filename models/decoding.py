@@ -89,7 +89,7 @@ def _sample(
     uniform = torch.cat([torch.rand(n, generator=g) for g in generators]).to(logits.device)
     choice = torch.cat([gumbel_noise((n,), g, "cpu") for g in generators]).to(logits.device)
     rows = (~flat_known).nonzero().squeeze(1)
-    if rows.numel() == b * n:
+    if rows.numel() == b * n:  # nothing decided yet: no rows to pick
         return categorical_sampling_step(
             flat_logits,
             flat_tokens,
@@ -100,10 +100,9 @@ def _sample(
             choice,
             allowed,
         )
+    pick = [x.index_select(0, rows) for x in (flat_logits, flat_tokens, flat_known)]
     sub = categorical_sampling_step(
-        flat_logits.index_select(0, rows),
-        flat_tokens.index_select(0, rows),
-        flat_known.index_select(0, rows),
+        *pick,
         options.temperature,
         choice_temperature,
         uniform.index_select(0, rows),

@@ -117,10 +117,10 @@ class BidirectionalTransformer(nn.Module):
     ) -> torch.Tensor:
         """ids [B, L] -> logits [B, L - first, vocab]; key_padding_mask [B, L] bool, True =
         attend. `first` and `vocab` (default: all of V) limit the logits to positions
-        `first`... and the first `vocab` entries: training and decoding want those of the video
-        tokens over the codebook only, and the head then computes no others (in training the
-        slices of a full [B, L, V] tensor cost more than the head: two fp32 copies and two
-        zero-filled gradients of it a step).
+        `first`... and the first `vocab` entries: training wants those of the video tokens over
+        the codebook only, and the head then computes no others (slicing them out of a full
+        [B, L, V] tensor costs more than the head: two fp32 copies and two zero-filled
+        gradients of it a step).
 
         A model without a task token (`cfg.task_token` False) reads ids[:, 1:] only: the task
         slot is neither embedded nor attended to, and its logits are zeros."""

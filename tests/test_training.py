@@ -180,13 +180,16 @@ def tiny_tokenizer(tmp_path_factory):
     return path
 
 
+def _transformer_run(tokenizer, **settings) -> dict:
+    """The settings of a short transformer run on the tiny preset."""
+    return dict(config="tiny", tokenizer=str(tokenizer), log_every=1) | settings
+
+
 def test_transformer_loss_falls_and_resume_is_exact(tmp_path, tiny_tokenizer):
-    base = dict(
-        config="tiny",
-        tokenizer=str(tiny_tokenizer),
+    base = _transformer_run(
+        tiny_tokenizer,
         batch_size=8,
         cache_clips=16,
-        log_every=1,
         lr=3e-3,
         warmup_steps=1,
         steps=30,
@@ -215,12 +218,10 @@ def test_a_resume_from_a_snapshot_warms_the_rate_up_again(tmp_path, tiny_tokeniz
 
     from training.common import lr_at, write_snapshot
 
-    base = dict(
-        config="tiny",
-        tokenizer=str(tiny_tokenizer),
+    base = _transformer_run(
+        tiny_tokenizer,
         batch_size=4,
         cache_clips=8,
-        log_every=1,
         lr=1e-3,
         warmup_steps=4,
         steps=20,
