@@ -7,12 +7,14 @@ import json
 import math
 import os
 import socket
+import warnings
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+import training.common
 from cli.main import main
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.config import CONFIGS
@@ -20,7 +22,7 @@ from models.pipeline import build_tokenizer
 from models.tokenizer import VQTokenizer
 from training import gan
 from training.codebook import CodeRestarts
-from training.common import autocast_for
+from training.common import autocast_for, resolve_precision
 from training.data.synthetic import EVAL_SEED_OFFSET, SyntheticVideos
 from training.datasets import iter_batches
 from training.evaluate import bicubic_baseline, frechet_distance, psnr, ssim
@@ -448,13 +450,20 @@ def test_cli_train_then_generate(tmp_path, capsys):
     )
 
 
-def test_precision_setting():
+@pytest.mark.parametrize("native", [False, True])
+def test_precision_setting(monkeypatch, native):
+    monkeypatch.setattr(training.common, "cpu_has_native_bf16", lambda: native)
     a, b = torch.randn(4, 8), torch.randn(8, 4)
     cpu = torch.device("cpu")
+    auto = torch.bfloat16 if native else torch.float32  # "auto": bf16 only where it is native
     with autocast_for(cpu, "auto"):
-        assert (a @ b).dtype == torch.float32  # fp32 off CUDA unless asked
-    with autocast_for(cpu, "bf16"):
-        assert (a @ b).dtype == torch.bfloat16
+        assert (a @ b).dtype == auto
+    assert resolve_precision(torch.device("cuda"), "auto") == "bf16"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with autocast_for(cpu, "bf16"):  # asked for: honoured, with a warning where emulated
+            assert (a @ b).dtype == torch.bfloat16
+    assert [w.category for w in caught] == ([] if native else [RuntimeWarning])
     with autocast_for(cpu, "fp32"):
         assert (a @ b).dtype == torch.float32
     with pytest.raises(ValueError, match="precision"):

@@ -44,7 +44,7 @@ class TokenizerTrainConfig:
     log_every: int = 10
     checkpoint_every: int = 250
     device: str = "auto"
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32
+    precision: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | bf16 | fp32
     workers: int = 0  # processes that make batches ahead (0: in the training loop)
     resume: bool = True
     stop_at: int | None = None  # end this run early (time-limited jobs); resume goes on
@@ -78,7 +78,7 @@ class TransformerTrainConfig:
     log_every: int = 10
     checkpoint_every: int = 500
     device: str = "auto"
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp32
+    precision: str = "auto"  # auto (bf16 on CUDA and on CPUs with native bf16) | bf16 | fp32
     workers: int = 0  # processes that make clips for the token cache (0: in this process)
     resume: bool = True
     stop_at: int | None = None  # end this run early (time-limited jobs); resume goes on
