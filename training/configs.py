@@ -13,6 +13,8 @@ class TokenizerTrainConfig:
     config: str = "default"
     data: str = "synthetic"
     frame_stride: int | None = None  # frames between a window's frames; None: the folder's own
+    # Colour augmentation of half the training clips (`training/augment.py`), 0-1; 0: off.
+    colour_jitter: float = 0.0
     out: str = "runs/tokenizer"
     steps: int = 1000
     batch_size: int = 8  # global, over all ranks

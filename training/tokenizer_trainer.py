@@ -22,6 +22,7 @@ from models.config import get_config
 from models.inflation import inflate_2d_to_3d
 from models.tokenizer import VQTokenizer
 from training import gan
+from training.augment import ColourJitter
 from training.codebook import CodeRestarts
 from training.common import (
     EMA,
@@ -134,6 +135,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     train_model = wrap_ddp(tokenizer, info)
     train_disc = wrap_ddp(disc, info)
     dataset = make_dataset(cfg.data, model_cfg, "train", frame_stride=cfg.frame_stride)
+    if cfg.colour_jitter:
+        dataset = ColourJitter(dataset, cfg.colour_jitter, cfg.seed)
     end = cfg.steps if cfg.stop_at is None else min(cfg.steps, cfg.stop_at)
     plan = [
         info.shard(batch_indices(cfg.seed, step, cfg.batch_size, len(dataset)))
