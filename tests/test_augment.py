@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from models.config import CONFIGS
+from models.pipeline import build_tokenizer
 from training.augment import JITTERED_SHARE, ColourJitter, ColourTransform
 from training.datasets import make_dataset
+from training.evaluate import flat_colour_errors
 from training.tokenizer_trainer import TokenizerTrainConfig, train_tokenizer
 
 
@@ -71,3 +73,30 @@ def test_the_tokenizer_trainer_takes_colour_jitter(tmp_path):
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         losses[jitter] = next(r["recon"] for r in records if "recon" in r)
     assert losses[0.0] != losses[1.0]  # the same clips, other colours
+
+
+class _Exact(torch.nn.Module):
+    """A stand-in tokenizer that reconstructs exactly, or shifts every colour by `shift`."""
+
+    def __init__(self, shift: float = 0.0) -> None:
+        super().__init__()
+        self.cfg = CONFIGS["tiny"].tokenizer
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.shift = shift
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[2] == 2 * self.cfg.temporal_factor  # a whole number of latent frames
+        return x
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z + self.shift
+
+
+def test_flat_colour_error_measures_the_colour_shift():
+    assert flat_colour_errors(_Exact())["flat_colour_error"] == pytest.approx(0.0, abs=1e-7)
+    shifted = flat_colour_errors(_Exact(0.04))
+    assert shifted["flat_colour_error"] == pytest.approx(0.04, abs=1e-6)
+    assert shifted["flat_colour_worst"] == pytest.approx(0.04, abs=1e-6)
+    # A real (untrained) tokenizer gets a report in [0, 1].
+    report = flat_colour_errors(build_tokenizer(CONFIGS["tiny"]).eval())
+    assert 0 <= report["flat_colour_error"] <= report["flat_colour_worst"] <= 1

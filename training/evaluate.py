@@ -114,6 +114,38 @@ def _add_reconstruction(
     sums.setdefault("tokenizer/ssim", []).append(ssim(recon, video))
 
 
+# Flat clips of everyday colours: white (an overexposed window), black, grey, skin, sky, a red,
+# a green and a deep blue. A tokenizer that has seen one film's palette only gets them wrong
+# (`training/augment.py`).
+FLAT_COLOURS = (
+    (0.95, 0.95, 0.95),
+    (0.05, 0.05, 0.05),
+    (0.5, 0.5, 0.5),
+    (0.85, 0.65, 0.55),
+    (0.55, 0.75, 0.95),
+    (0.75, 0.1, 0.1),
+    (0.2, 0.6, 0.2),
+    (0.1, 0.2, 0.8),
+)
+
+
+@torch.no_grad()
+def flat_colour_errors(tokenizer: VQTokenizer, dtype: torch.dtype = torch.float32) -> dict:
+    """How far the reconstruction of each `FLAT_COLOURS` clip is from its colour: the mean
+    absolute error per channel, averaged over the colours ("flat_colour_error") and the worst
+    colour's ("flat_colour_worst")."""
+    device = next(tokenizer.parameters()).device
+    cfg = tokenizer.cfg
+    shape = (1, 3, 2 * cfg.temporal_factor, 64, 64) if cfg.conv_dim == 3 else (1, 3, 64, 64)
+    errors = []
+    for colour in FLAT_COLOURS:
+        c = torch.tensor(colour).view(1, 3, *[1] * (len(shape) - 2))
+        x = c.expand(shape).to(device, dtype).contiguous()
+        recon = tokenizer.decode(tokenizer.encode(x)).float().clamp(0, 1).cpu()
+        errors.append((recon - c).abs().mean().item())
+    return {"flat_colour_error": float(np.mean(errors)), "flat_colour_worst": max(errors)}
+
+
 @torch.no_grad()
 def evaluate_tokenizer(
     tokenizer: VQTokenizer,
@@ -134,7 +166,9 @@ def evaluate_tokenizer(
         name = f"bicubic_{size[0]}x{size[1]}"
         sums.setdefault(f"{name}/psnr", []).append(psnr(baseline, video))
         sums.setdefault(f"{name}/ssim", []).append(ssim(baseline, video))
-    return _mean_report(sums, num_clips)
+    report = _mean_report(sums, num_clips)
+    report["tokenizer"].update(flat_colour_errors(tokenizer, dtype))
+    return report
 
 
 @torch.no_grad()
@@ -188,7 +222,9 @@ def evaluate(
                 f"{code}/{_baseline_name(code)}_mse",
                 (baseline - video).pow(2)[..., region].mean().item(),
             )
-    return _mean_report(sums, num_clips)
+    report = _mean_report(sums, num_clips)
+    report["tokenizer"].update(flat_colour_errors(pipe.tokenizer, pipe.dtype))
+    return report
 
 
 @torch.no_grad()
