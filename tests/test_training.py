@@ -240,6 +240,26 @@ def test_a_resume_from_a_snapshot_warms_the_rate_up_again(tmp_path, tiny_tokeniz
     assert b[13]["lr"] == pytest.approx(lr_at(13, 1e-3, 4, 20))  # warmed up: the schedule
 
 
+def test_a_snapshot_exports_its_transformer_ema(tmp_path, tiny_tokenizer):
+    # A snapshot without the checkpoint's transformer file exports from its training state:
+    # the EMA at the state's step, which is what the run's own checkpoint holds.
+    from training.common import write_snapshot
+
+    base = _transformer_run(tiny_tokenizer, batch_size=2, cache_clips=4, steps=3)
+    train_transformer(TransformerTrainConfig(out=str(tmp_path / "run"), **base))
+    snap = write_snapshot(tmp_path / "run", tmp_path / "snap")
+    (snap / "transformer.safetensors").unlink()
+    assert main(["export", "--checkpoint", str(snap), "--out", str(tmp_path / "out")]) == 0
+    exported = load_checkpoint(tmp_path / "out", require_transformer=True)
+    trained = load_checkpoint(tmp_path / "run", require_transformer=True)
+    assert exported.metadata["transformer_steps"] == 3
+    assert exported.transformer_state.keys() == trained.transformer_state.keys()
+    for k, v in trained.transformer_state.items():
+        torch.testing.assert_close(exported.transformer_state[k].float(), v.half().float())
+    # A tokenizer alone, with no training state either, is refused with a message.
+    assert main(["export", "--checkpoint", str(tiny_tokenizer), "--out", str(tmp_path / "x")]) == 2
+
+
 # ------------------------------------------------------------------------- data parallel
 def _ddp_worker(rank, world, port, out, tok):
     os.environ.update(

@@ -250,5 +250,20 @@ def write_snapshot(run: Path, out: Path, drop: tuple[str, ...] = ()) -> Path:
     return out
 
 
+def ema_from_training_state(
+    directory: Path, name: str
+) -> tuple[dict[str, torch.Tensor], int] | None:
+    """The EMA weights of module `name` in `directory`'s training state and its step, or None
+    when it holds none (a run snapshot keeps them there, not as a checkpoint file)."""
+    if not has_training_state(directory):
+        return None
+    prefix = f"ema/{name}/"
+    tensors = load_file(str(directory / STATE_TENSORS))
+    weights = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not weights:
+        return None
+    return weights, int(json.loads((directory / STATE_JSON).read_text())["step"])
+
+
 def has_training_state(directory: Path) -> bool:
     return (directory / STATE_JSON).is_file() and (directory / STATE_TENSORS).is_file()
