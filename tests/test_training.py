@@ -260,6 +260,20 @@ def test_a_snapshot_exports_its_transformer_ema(tmp_path, tiny_tokenizer):
     assert main(["export", "--checkpoint", str(tiny_tokenizer), "--out", str(tmp_path / "x")]) == 2
 
 
+def test_the_transformer_caches_colour_jittered_clips_apart(tmp_path, tiny_tokenizer):
+    from safetensors.torch import load_file
+
+    base = _transformer_run(tiny_tokenizer, batch_size=2, cache_clips=8, steps=1, resume=False)
+    for jitter in (0.0, 1.0):  # one output directory: two caches side by side
+        train_transformer(
+            TransformerTrainConfig(out=str(tmp_path / "run"), colour_jitter=jitter, **base)
+        )
+    caches = sorted((tmp_path / "run" / "cache").glob("tokens-*.safetensors"))
+    assert len(caches) == 2
+    a, b = (load_file(str(c))["tokens"] for c in caches)
+    assert not torch.equal(a, b)  # the jittered clips have other tokens
+
+
 # ------------------------------------------------------------------------- data parallel
 def _ddp_worker(rank, world, port, out, tok):
     os.environ.update(

@@ -75,6 +75,9 @@ class TransformerTrainConfig:
     # BERT). 0 lets the CPU train on its fused attention kernel: with dropout PyTorch runs the
     # unfused one, a 1026-token step of `video64` 3.2x slower (8.4 s against 2.6 s, batch 8).
     attention_dropout: float | None = None
+    # Colour augmentation of half the cached clips (`training/augment.py`), 0-1; 0: off. With a
+    # tokenizer trained under it, the transformer sees the tokens of other palettes too.
+    colour_jitter: float = 0.0
     cache_clips: int = 4096
     seed: int = 0
     log_every: int = 10

@@ -28,6 +28,7 @@ from models.pipeline import MagvitPipeline, build_transformer, load_tokenizer
 from models.schedule import commit_mask
 from models.sequence import build_sequence
 from models.tasks import TASK_CODES, get_task
+from training.augment import ColourJitter
 from training.common import (
     EMA,
     all_reduce_mean,
@@ -133,6 +134,10 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
         frame_stride=getattr(dataset, "frame_stride", 1),
         frame_rate=getattr(dataset, "frame_rate", None),
     )
+    data_key = cfg.data
+    if cfg.colour_jitter:  # the clips the tokens are cached from: other colours, another cache
+        dataset = ColourJitter(dataset, cfg.colour_jitter, cfg.seed)
+        data_key = f"{cfg.data} colour-jitter {cfg.colour_jitter} seed {cfg.seed}"
     out = Path(cfg.out)
     log = MetricsLog(out / "metrics.jsonl")
 
@@ -154,7 +159,7 @@ def train_transformer(cfg: TransformerTrainConfig) -> Path:
     cache = load_or_build(
         Path(cfg.out) / "cache",
         Path(cfg.tokenizer),
-        cfg.data,
+        data_key,
         build,
         cfg.cache_clips,
         tasks,
