@@ -63,7 +63,7 @@ def test_results_are_stored_while_the_next_batch_runs(tiny_checkpoint, tmp_path,
 def test_a_failed_store_fails_its_jobs(tiny_checkpoint, tmp_path, monkeypatch):
     import service.scheduler
 
-    def broken(video, fmt):
+    def broken(video, fmt, frame_rate=None):
         raise OSError("disk full")
 
     monkeypatch.setattr(service.scheduler, "encode_video", broken)
@@ -73,6 +73,11 @@ def test_a_failed_store_fails_its_jobs(tiny_checkpoint, tmp_path, monkeypatch):
         [job] = _wait(st.queue, [st.queue.enqueue(spec(format="npz"))[0].id])
         assert job.status == "failed" and job.error_type is ErrorType.INTERNAL
         assert "storing" in job.error
+        # The job reads failed as soon as the queue has it; the scheduler lets go of its claim
+        # just after, on its own loop.
+        deadline = time.monotonic() + 5
+        while st.scheduler._running and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert not st.scheduler._running  # nothing is left claimed
     finally:
         srv.stop()
