@@ -55,6 +55,14 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def matmul_peaks(native_bf16: bool) -> dict[str, float]:
+    """The fp32 and bf16 peaks. Where bf16 is only emulated a 2048-cube product takes minutes
+    (0.14 GFLOP/s on a 2-core AVX2 machine, against 34 in fp32): a 512 cube, once, measures the
+    same rate."""
+    small = {} if native_bf16 else {"n": 512, "repeats": 1}
+    return {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16, **small)}
+
+
 def frame_prediction(pipe: MagvitPipeline, videos: torch.Tensor) -> Callable[[], object]:
     seeds = list(range(videos.shape[0]))
 
@@ -107,13 +115,7 @@ def compare(checkpoint: Path | None, batch: int, repeats: int, compile_: bool) -
             times[name].append(seconds(runs[name]))
             tok_times[name].append(seconds(tok_runs[name]))
     flops = count_flops(runs["fp32_eager"])
-    # Where bf16 is only emulated a 2048-cube product takes minutes (0.14 GFLOP/s on a 2-core
-    # AVX2 machine, against 34 in fp32): a 512 cube, once, measures the same rate.
-    native = cpu_has_native_bf16()
-    peaks = {
-        "fp32": matmul_peak(torch.float32),
-        "bf16": matmul_peak(torch.bfloat16, *(() if native else (512, 1))),
-    }
+    peaks = matmul_peaks(cpu_has_native_bf16())
     variants = {}
     for name, pipe in pipes.items():
         total, tok = statistics.median(times[name]), statistics.median(tok_times[name])

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,3 +118,23 @@ def test_cpu_inference_scaling_prints_rows():
     [row] = report["scaling"]
     assert row["tokens"] == 256 and row["batch"] == 1 and row["seconds"] > 0
     assert row["tokenizer_seconds"] > 0 and row["transformer_seconds"] >= 0
+
+
+def test_cpu_inference_times_emulated_bf16_on_a_small_product(monkeypatch):
+    spec = importlib.util.spec_from_file_location(
+        "cpu_inference", ROOT / "benchmarks" / "cpu_inference.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    calls = []
+    monkeypatch.setattr(
+        bench, "matmul_peak", lambda dtype, n=2048, repeats=5: calls.append((dtype, n, repeats))
+    )
+    bench.matmul_peaks(native_bf16=True)
+    bench.matmul_peaks(native_bf16=False)
+    assert calls == [
+        (torch.float32, 2048, 5),
+        (torch.bfloat16, 2048, 5),  # native: the full product, best of 5
+        (torch.float32, 2048, 5),
+        (torch.bfloat16, 512, 1),  # emulated: minutes otherwise
+    ]

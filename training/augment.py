@@ -1,4 +1,5 @@
-"""Colour augmentation of training clips for the tokenizer.
+"""Colour augmentation of training clips (the tokenizer's, and the clips whose tokens the
+transformer trainer caches).
 
 A tokenizer trained on one film learns that film's palette: the `video64` tokenizer trained on
 the film's frames alone reconstructs a flat white frame as green (0.15, 0.93, 0.53) and a blue

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -258,8 +259,9 @@ def ema_from_training_state(
     if not has_training_state(directory):
         return None
     prefix = f"ema/{name}/"
-    tensors = load_file(str(directory / STATE_TENSORS))
-    weights = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    with safe_open(str(directory / STATE_TENSORS), framework="pt") as f:  # the EMA alone
+        names = [k for k in f.keys() if k.startswith(prefix)]  # noqa: SIM118 (not a dict)
+        weights = {k[len(prefix) :]: f.get_tensor(k) for k in names}
     if not weights:
         return None
     return weights, int(json.loads((directory / STATE_JSON).read_text())["step"])

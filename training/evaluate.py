@@ -136,13 +136,11 @@ def flat_colour_errors(tokenizer: VQTokenizer, dtype: torch.dtype = torch.float3
     colour's ("flat_colour_worst")."""
     device = next(tokenizer.parameters()).device
     cfg = tokenizer.cfg
-    shape = (1, 3, 2 * cfg.temporal_factor, 64, 64) if cfg.conv_dim == 3 else (1, 3, 64, 64)
-    errors = []
-    for colour in FLAT_COLOURS:
-        c = torch.tensor(colour).view(1, 3, *[1] * (len(shape) - 2))
-        x = c.expand(shape).to(device, dtype).contiguous()
-        recon = tokenizer.decode(tokenizer.encode(x)).float().clamp(0, 1).cpu()
-        errors.append((recon - c).abs().mean().item())
+    size = (2 * cfg.temporal_factor, 64, 64) if cfg.conv_dim == 3 else (64, 64)
+    colours = torch.tensor(FLAT_COLOURS).view(len(FLAT_COLOURS), 3, *[1] * len(size))
+    x = colours.expand(-1, -1, *size).to(device, dtype).contiguous()  # one clip per colour
+    recon = tokenizer.decode(tokenizer.encode(x)).float().clamp(0, 1).cpu()
+    errors = (recon - colours).abs().flatten(1).mean(1).tolist()
     return {"flat_colour_error": float(np.mean(errors)), "flat_colour_worst": max(errors)}
 
 
