@@ -2,9 +2,10 @@
 
 bf16 keeps 8 significant bits, so a feature that lies almost midway between two codes can pick the
 other one, and a sampled token can flip where two tokens are nearly equally likely; the bounds
-below allow for that and nothing more. Measured on this project's CPU (AVX-512 BF16): tokens
-agree 99.5%, the decoder's outputs differ by 61 dB PSNR, the transformer's top-1 token agrees on
-99%+ of masked positions, and frame prediction's error is within the spread of two seeds.
+below allow for that and nothing more. Measured on the three windows of the committed camera
+clip, on a CPU with AVX-512 BF16: tokens agree 98.6%, the decoder's outputs differ by 58 dB PSNR,
+the transformer's top-1 token agrees on 99.0% of masked positions, and frame prediction's error
+is within the spread of seeds.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from models.pipeline import (
     tokenizer_memory_format,
 )
 from models.sequence import build_sequence, class_tokens
-from training.datasets import make_dataset
+from tests.support.camera import camera_windows
+from tests.test_shipped_checkpoint import MAX_FP
 from training.evaluate import evaluate
-
-CLIPS = 8
 
 # Where the CPU only emulates bf16 the fast path is fp32 (`default_dtype`), and the tokenizer's
 # bf16 convolutions take minutes (measured 420x slower than fp32 on a 2-core AVX2 machine): the
@@ -45,8 +45,9 @@ def pipes() -> tuple[MagvitPipeline, MagvitPipeline]:
 
 
 @pytest.fixture(scope="module")
-def clips(pipes):
-    return make_dataset("synthetic", pipes[0].config, "eval", num_clips=CLIPS)
+def clips(pipes, tmp_path_factory):
+    """The three windows of the committed real camera clip."""
+    return camera_windows(pipes[0].config, tmp_path_factory.mktemp("precision"))
 
 
 def test_fp32_stays_fp32_when_asked():
@@ -85,13 +86,14 @@ def test_bf16_runs_the_3d_tokenizer_channels_last(pipes):
 @torch.inference_mode()
 def test_tokenizer_in_bf16_keeps_the_tokens_and_the_pictures(pipes, clips):
     fp32, bf16 = pipes
-    video = torch.stack([clips[i][0] for i in range(CLIPS)])
+    video = torch.stack([clips[i][0] for i in range(len(clips))])
     tokens = fp32.tokenizer.encode(video)
-    # At most 2% of the codes change (measured 0.5%): features near a tie between two codes.
+    # At most 3% of the codes change (measured 1.4% on this real footage, whose features lie
+    # nearer to ties than synthetic clips': 0.5% there): features near a tie between two codes.
     agree = (bf16.encode(video) == tokens).float().mean().item()
-    assert agree >= 0.98, agree
+    assert agree >= 0.97, agree
     # The same tokens decode to the same pictures: 40 dB is far below what anyone can see
-    # (measured 61 dB).
+    # (measured 58 dB).
     mse = (bf16.decode_tokens(tokens) - fp32.decode_tokens(tokens)).pow(2).mean().item()
     assert mse <= 1e-4, mse
 
@@ -100,12 +102,13 @@ def test_tokenizer_in_bf16_keeps_the_tokens_and_the_pictures(pipes, clips):
 def test_transformer_in_bf16_predicts_the_same_tokens(pipes, clips):
     fp32, bf16 = pipes
     cfg = fp32.config
-    video = torch.stack([clips[i][0] for i in range(CLIPS)])
+    n = len(clips)
+    video = torch.stack([clips[i][0] for i in range(n)])
     tokens = fp32.tokenizer.encode(video).flatten(1)
     masked = torch.rand(tokens.shape, generator=torch.Generator().manual_seed(0)) < 0.6
     ids = tokens.masked_fill(masked, cfg.vocab.mask_id)
     seq, seg = build_sequence(
-        cfg.vocab, 0, class_tokens(cfg.vocab, [None] * CLIPS), ids, torch.zeros_like(ids)
+        cfg.vocab, 0, class_tokens(cfg.vocab, [None] * n), ids, torch.zeros_like(ids)
     )
     k = cfg.tokenizer.codebook_size
     top32 = fp32.transformer(seq, seg)[:, 2:, :k].argmax(-1)[masked]
@@ -116,15 +119,14 @@ def test_transformer_in_bf16_predicts_the_same_tokens(pipes, clips):
 
 
 @needs_native_bf16
-def test_frame_prediction_in_bf16_is_as_good_as_fp32(pipes):
+def test_frame_prediction_in_bf16_is_as_good_as_fp32(pipes, clips):
     fp32, bf16 = pipes
-    clips = make_dataset("synthetic", fp32.config, "eval", num_clips=16)
     options = DecodeOptions(steps=12)
-    r32 = evaluate(fp32, clips, 16, options=options, tasks=["fp"])["fp"]
-    r16 = evaluate(bf16, clips, 16, options=options, tasks=["fp"])["fp"]
+    r32 = evaluate(fp32, clips, len(clips), options=options, tasks=["fp"])["fp"]
+    r16 = evaluate(bf16, clips, len(clips), options=options, tasks=["fp"])["fp"]
     # Same seeds, but one flipped sample changes the rest of a clip's continuation, so the two
-    # runs are two draws: on 16 clips their error ratio was 0.96, 1.07 and 1.13 for seeds 2, 0
-    # and 1. Within 1.25x of fp32, and well below copying the last frame, as the shipped
-    # checkpoint's own test asks.
+    # runs are two draws: on these three windows their error ratio was 1.02, 1.01 and 1.00 for seeds
+    # 0, 1 and 2. Within 1.25x of fp32, and within what the shipped checkpoint's own test asks of
+    # fp32.
     assert r16["mse"] <= 1.25 * r32["mse"], (r16, r32)
-    assert r16["mse"] <= 0.8 * r16["copy_last_frame_mse"], r16
+    assert r16["mse"] <= MAX_FP * r16["copy_last_frame_mse"], r16
