@@ -50,6 +50,11 @@ def _ema_decay(decay: float, step: int) -> float:
 def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
     info = init_distributed(cfg.device)
     autocast = autocast_for(info.device, cfg.precision)  # a bad setting fails before any work
+    # On a CPU the discriminator runs in fp32 whatever the setting: oneDNN's bf16 weight
+    # gradients of its small deep convolutions come back NaN at random on a CPU with AVX-512
+    # BF16 and no AMX (6 of 40 backward passes of the tiny preset's discriminator, at a
+    # [2, 32, 2, 4, 4] input), which poisons the discriminator and then the generator.
+    disc_autocast = autocast if info.device.type == "cuda" else torch.autocast("cpu", enabled=False)
     model_cfg = get_config(cfg.config)
     out = Path(cfg.out)
     log = MetricsLog(out / "metrics.jsonl")
@@ -186,7 +191,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
                 metrics["perceptual"] = p
             if gan_on:
                 disc.requires_grad_(False)
-                g_adv = gan.generator_loss(train_disc(recon))
+                with disc_autocast:
+                    g_adv = gan.generator_loss(train_disc(recon.float()))
                 disc.requires_grad_(True)
                 loss = loss + cfg.adv_weight * g_adv
                 metrics["g_adv"] = g_adv
@@ -200,7 +206,9 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> Path:
 
         if gan_on:
             metrics.update(
-                _discriminator_step(cfg, train_disc, disc_opt, lecam, video, recon, step, autocast)
+                _discriminator_step(
+                    cfg, train_disc, disc_opt, lecam, video, recon, step, disc_autocast
+                )
             )
         metrics["loss"] = loss
         metrics["codes_used"] = torch.tensor(float(result.ids.unique().numel()), device=info.device)
