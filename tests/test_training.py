@@ -634,6 +634,34 @@ def test_decoder_only_training_keeps_tokens_and_export_takes_the_new_decoder(tmp
     assert "encodes differently" in err and "differs" in err
 
 
+def test_the_discriminator_runs_in_fp32_on_a_cpu_under_bf16_autocast(tmp_path, monkeypatch):
+    """oneDNN's bf16 weight gradients of the discriminator's small convolutions came back NaN at
+    random on a CPU with AVX-512 BF16: on a CPU the discriminator is kept out of autocast, in
+    the generator's adversarial loss and in its own step, while the tokenizer stays in bf16."""
+    seen: list[tuple[bool, torch.dtype]] = []
+    forward = gan.Discriminator.forward
+
+    def recording(self, video):
+        seen.append((torch.is_autocast_enabled("cpu"), video.dtype))
+        return forward(self, video)
+
+    monkeypatch.setattr(gan.Discriminator, "forward", recording)
+    cfg = TokenizerTrainConfig(
+        config="tiny",
+        steps=2,
+        batch_size=2,
+        adv_start=0,
+        r1_every=1,
+        log_every=1,
+        precision="bf16",
+        device="cpu",
+        out=str(tmp_path / "tok"),
+    )
+    train_tokenizer(cfg)
+    # Per step: the generator's loss on the fake clip, then real and fake in the D step.
+    assert len(seen) == 6 and seen == [(False, torch.float32)] * 6, seen
+
+
 def test_trainers_take_the_precision_setting_and_check_it_first(tmp_path, capsys):
     tok = tmp_path / "tok"
     # bf16 autocast through the whole tokenizer step, the GAN and R1 included.
